@@ -1,0 +1,51 @@
+"""The team's inputs as observed source assets: a new data version whenever their folders change."""
+
+import dagster as dg
+
+from hoban_pipelines.inputs import fingerprint_folder
+from hoban_pipelines.resources import SettingsResource
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def _observe(settings: SettingsResource, key: str, what: str, suffixes=None) -> dg.ObserveResult:
+    path = settings.get().require(key, what)
+    fingerprint = fingerprint_folder(path, suffixes)
+    return dg.ObserveResult(
+        data_version=dg.DataVersion(fingerprint.version),
+        metadata={
+            "path": dg.MetadataValue.path(str(path)),
+            "files": fingerprint.files,
+            "bytes": fingerprint.bytes,
+            "by_suffix": dg.MetadataValue.json(fingerprint.by_suffix),
+        },
+    )
+
+
+@dg.observable_source_asset(group_name="inputs", description="CVAT exports (XML or export .zip), one per labelling part: setting `cvat_exports`.")
+def cvat_exports(settings: SettingsResource) -> dg.ObserveResult:
+    return _observe(settings, "cvat_exports", "folder of CVAT exports", (".xml", ".zip"))
+
+
+@dg.observable_source_asset(group_name="inputs", description="The CCTV snapshots the CVAT exports name: setting `snapshots`.")
+def snapshots(settings: SettingsResource) -> dg.ObserveResult:
+    return _observe(settings, "snapshots", "folder of labelled snapshots", IMAGE_SUFFIXES)
+
+
+@dg.observable_source_asset(group_name="inputs", description='The generic helmet dataset ("v13") in YOLO layout: setting `base_dataset`.')
+def base_dataset(settings: SettingsResource) -> dg.ObserveResult:
+    return _observe(settings, "base_dataset", "YOLO dataset folder (with data.yaml)")
+
+
+@dg.observable_source_asset(group_name="inputs", description="Continuous capture folders, one per camera: setting `captures`.")
+def capture_folders(settings: SettingsResource) -> dg.ObserveResult:
+    site = settings.get()
+    prints = {
+        cam: fingerprint_folder(site.require(f"captures.{cam}", f"capture folder of {cam}"), IMAGE_SUFFIXES)
+        for cam in sorted(site.captures)
+    }
+    combined = "-".join(p.version[:8] for p in prints.values())
+    return dg.ObserveResult(
+        data_version=dg.DataVersion(combined),
+        metadata={f"files/{cam}": p.files for cam, p in prints.items()},
+    )

@@ -1,0 +1,51 @@
+"""Quality gates on a written dataset version (run as blocking Dagster asset checks).
+
+Each function returns a list of human-readable problems; empty means the check passed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+MAX_LISTED = 20  # problems shown per check; the count says how many there are in all
+
+
+def _listed(problems: list[str]) -> list[str]:
+    extra = len(problems) - MAX_LISTED
+    return problems[:MAX_LISTED] + ([f"... and {extra} more"] if extra > 0 else [])
+
+
+def boxes_inside_images(boxes: pd.DataFrame, images: pd.DataFrame) -> list[str]:
+    """Every box within its image's bounds with positive width and height."""
+    sizes = images.set_index("image")[["width", "height"]]
+    frame = boxes.join(sizes, on="image")
+    bad = frame[
+        (frame["x1"] < 0) | (frame["y1"] < 0) | (frame["x2"] > frame["width"]) | (frame["y2"] > frame["height"])
+        | (frame["x2"] <= frame["x1"]) | (frame["y2"] <= frame["y1"]) | frame["width"].isna()
+    ]
+    return _listed([
+        f"{row.image}: box [{row.x1:.1f}, {row.y1:.1f}, {row.x2:.1f}, {row.y2:.1f}] outside {row.width}x{row.height} or empty"
+        for row in bad.itertuples()
+    ])
+
+
+def classes_valid(boxes: pd.DataFrame, classes: list[str]) -> list[str]:
+    bad = boxes[(boxes["cls"] < 0) | (boxes["cls"] >= len(classes))]
+    return _listed([f"{row.image}: class {row.cls} not in 0..{len(classes) - 1}" for row in bad.itertuples()])
+
+
+def duplicate_content(images: pd.DataFrame) -> list[str]:
+    """The same image bytes under two names would leak between splits and double-count."""
+    groups = images.groupby("sha256")["image"].agg(list)
+    return _listed([f"same content: {', '.join(sorted(names))}" for names in groups if len(names) > 1])
+
+
+def files_present(root: Path, images: pd.DataFrame) -> list[str]:
+    """Every image and label file a manifest references exists in the version."""
+    missing = [
+        rel for column in ("path", "label_path") if column in images
+        for rel in images[column] if not (root / rel).is_file()
+    ]
+    return _listed([f"missing {rel}" for rel in missing])

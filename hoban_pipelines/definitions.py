@@ -1,0 +1,20 @@
+"""The one Definitions object of the hoban_pipelines code location."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from hoban_pipelines.assets import datasets, demo, inputs
+from hoban_pipelines.jobs import all_jobs
+from hoban_pipelines.resources import LakeHandleIOManager, LakeResource, SettingsResource
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([demo, inputs, datasets]),
+    asset_checks=dg.load_asset_checks_from_modules([datasets]),
+    jobs=all_jobs,
+    resources={
+        "lake": LakeResource(),
+        "settings": SettingsResource(),
+        "io_manager": LakeHandleIOManager(),
+    },
+)

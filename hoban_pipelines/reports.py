@@ -1,0 +1,99 @@
+"""Pictures for people: box-size histograms and sample images with their boxes drawn.
+
+Rendered offline (matplotlib's bundled font, OpenCV's Hershey font), saved as PNG in the lake
+and embedded in Dagster metadata as markdown.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import cv2
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+# BGR, one per class; removed boxes are drawn in magenta
+CLASS_COLOURS = [(60, 200, 60), (40, 40, 230), (230, 160, 40), (200, 200, 40), (160, 60, 200)]
+REMOVED_COLOUR = (255, 0, 255)
+
+
+def box_size_histogram(boxes: pd.DataFrame, classes: Sequence[str], path: Path, title: str) -> Path:
+    """Histogram of box heights in pixels per class (columns cls, y1, y2)."""
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
+    heights = boxes["y2"] - boxes["y1"]
+    top = max(float(heights.max()) if len(heights) else 1.0, 1.0)
+    bins = np.linspace(0, top, 40)
+    for index, name in enumerate(classes):
+        values = heights[boxes["cls"] == index]
+        if len(values):
+            ax.hist(values, bins=bins, alpha=0.6, label=f"{name} ({len(values)})")
+    ax.set_xlabel("box height (px)")
+    ax.set_ylabel("boxes")
+    ax.set_title(title)
+    if len(heights):
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def sample_grid(
+    samples: Iterable[tuple[Path, pd.DataFrame, pd.DataFrame]],
+    classes: Sequence[str],
+    path: Path,
+    columns: int = 3,
+    tile_width: int = 640,
+) -> Path:
+    """Images with kept boxes in class colours and removed boxes in magenta, in a grid.
+
+    ``samples`` yields (image path, kept boxes, removed boxes), boxes in pixel columns x1 y1 x2 y2 cls.
+    """
+    tiles = []
+    for image_path, kept, removed in samples:
+        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+        if image is None:
+            continue
+        scale = tile_width / image.shape[1]
+        for frame, colour_of in ((kept, lambda c: CLASS_COLOURS[int(c) % len(CLASS_COLOURS)]), (removed, lambda c: REMOVED_COLOUR)):
+            for row in frame.itertuples():
+                cv2.rectangle(image, (int(row.x1), int(row.y1)), (int(row.x2), int(row.y2)), colour_of(row.cls), 2)
+        tile = cv2.resize(image, (tile_width, int(round(image.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+        cv2.putText(tile, image_path.name[:60], (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    if not tiles:
+        tiles = [np.zeros((360, tile_width, 3), np.uint8)]
+    height = max(t.shape[0] for t in tiles)
+    tiles = [cv2.copyMakeBorder(t, 0, height - t.shape[0], 0, 0, cv2.BORDER_CONSTANT) for t in tiles]
+    while len(tiles) % columns:
+        tiles.append(np.zeros_like(tiles[0]))
+    rows = [np.hstack(tiles[i : i + columns]) for i in range(0, len(tiles), columns)]
+    legend = np.zeros((28, rows[0].shape[1], 3), np.uint8)
+    x = 6
+    for index, name in enumerate([*classes, "removed by cleaning"]):
+        colour = REMOVED_COLOUR if index == len(classes) else CLASS_COLOURS[index % len(CLASS_COLOURS)]
+        cv2.rectangle(legend, (x, 8), (x + 14, 22), colour, -1)
+        cv2.putText(legend, name, (x + 20, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        x += 30 + 10 * len(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.vstack([legend, *rows]))
+    return path
+
+
+def png_markdown(path: Path, alt: str) -> str:
+    """Markdown that shows a PNG inline (Dagster metadata renders it)."""
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f"![{alt}](data:image/png;base64,{data})"
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,35 @@
+"""Shared fixtures: an isolated HOBAN_HOME, settings file and Dagster instance per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO.parent / "shared" / "samples"
+
+
+@pytest.fixture
+def hoban_home(tmp_path, monkeypatch) -> Path:
+    """A private storage root and an empty settings file, so no test sees the user's data."""
+    home = tmp_path / "hoban_home"
+    monkeypatch.setenv("HOBAN_HOME", str(home))
+    config = tmp_path / "hoban.yaml"
+    config.write_text("{}\n")
+    monkeypatch.setenv("HOBAN_CONFIG", str(config))
+    return home
+
+
+@pytest.fixture(scope="session")
+def small_site(tmp_path_factory) -> Path:
+    """The demo site at the `small` profile, generated once per test session (read-only use)."""
+    from hoban_pipelines.demo.install import install_site
+
+    target = tmp_path_factory.mktemp("site") / "demo_site"
+    install_site(target, seed=7, profile="small")
+    return target

@@ -1,0 +1,176 @@
+"""The demo's CVAT parts import to exactly the generator's ground truth."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hoban_pipelines.cleaning import CleaningRule
+from hoban_pipelines.cvat.reader import CvatFormatError
+from hoban_pipelines.cvat_dataset import DatasetError, build_dataset, export_files
+from hoban_pipelines.labelmap import LabelMap, LabelMapError
+from hoban_pipelines.lake import publish_directory
+
+CLASSES = ["person_with_helmet", "person_without_helmet"]
+
+
+def _build(site: Path, out: Path, rule: CleaningRule = CleaningRule(), files=None):
+    with publish_directory(out) as staging:
+        result = build_dataset(
+            files or export_files(site / "cvat_exports"), staging,
+            label_map=LabelMap.identity(CLASSES), rule=rule, image_root=site / "snapshots",
+        )
+    return result
+
+
+@pytest.fixture(scope="module")
+def imported(small_site, tmp_path_factory):
+    out = tmp_path_factory.mktemp("go2k") / "dataset"
+    images, boxes, report = _build(small_site, out)
+    truth = json.loads((small_site / "ground_truth" / "go2k_labels.json").read_text())
+    return out, images, boxes, report, truth
+
+
+def _rounded(rows):
+    return sorted((int(c), *(round(float(v)) for v in xyxy)) for c, xyxy in rows)
+
+
+def test_boxes_equal_ground_truth_box_for_box(imported):
+    _, images, boxes, _, truth = imported
+    labelled = {im["name"]: im for im in truth["images"] if im["parts"]}
+    assert set(images["image"]) == set(labelled)
+    conflict_truth = {c["name"]: c for c in truth["conflicts"]}
+    for name, image in labelled.items():
+        got = boxes[boxes["image"] == name]
+        expected = _rounded((b["cls"], b["xyxy"]) for b in image["boxes"])
+        actual = _rounded(zip(got["cls"], got[["x1", "y1", "x2", "y2"]].to_numpy()))
+        assert len(actual) == len(expected), name
+        for a, e in zip(actual, expected):
+            assert a[0] == e[0] or name in conflict_truth, name
+            assert max(abs(x - y) for x, y in zip(a[1:], e[1:])) <= 1, (name, a, e)
+
+
+def test_cleaning_removes_exactly_the_planted_boxes(imported):
+    out, _, _, report, truth = imported
+    removed = pd.read_parquet(out / "manifests" / "removed_boxes.parquet")
+    planted = sorted(
+        (im["name"], f"go2k_part{p['part']}", *(round(v) for v in p["xyxy"]))
+        for im in truth["images"] for p in im["planted_false"]
+    )
+    got = sorted(
+        (r.image, r.part, round(r.x1), round(r.y1), round(r.x2), round(r.y2)) for r in removed.itertuples()
+    )
+    assert got == planted
+    assert report.would_remove["small_box"] > report.would_remove["recurring_small"]  # the team's rule eats workers
+
+
+def test_negatives_conflicts_and_files(imported):
+    out, images, boxes, report, truth = imported
+    negatives = {im["name"] for im in truth["images"] if im["parts"] and not im["boxes"]}
+    assert negatives and negatives <= set(images["image"]) and not negatives & set(boxes["image"])
+    for name in negatives:
+        assert (out / "labels" / Path(name).with_suffix(".txt")).read_text() == ""
+    assert [c["image"] for c in report.conflicts] == [c["name"] for c in truth["conflicts"]]
+    assert report.linked == len(images)  # same filesystem: hard links, no copies
+    data = (out / "data.yaml").read_text()
+    assert "person_without_helmet" in data
+    assert (out / "plots" / "samples.png").stat().st_size > 10_000
+    first = images.iloc[0]
+    assert len(first["sha256"]) == 64 and first["camera"] in ("cam1", "cam2") and first["timestamp"] is not pd.NaT
+
+
+def test_yolo_labels_match_the_manifest(imported):
+    out, images, boxes, _, _ = imported
+    name = boxes["image"].iloc[0]
+    lines = (out / "labels" / Path(name).with_suffix(".txt")).read_text().splitlines()
+    rows = boxes[boxes["image"] == name]
+    assert len(lines) == len(rows)
+    cls, cx, cy, w, h = lines[0].split()
+    first = rows.iloc[0]
+    assert int(cls) == first["cls"] and abs(float(cx) - first["cx"]) < 1e-6 and abs(float(h) - first["h"]) < 1e-6
+
+
+# --- bad inputs: a clear error naming the file, and nothing written ---------------------------
+
+def _copy_exports(site: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    for path in export_files(site / "cvat_exports"):
+        (folder / path.name).write_bytes(path.read_bytes())
+    return folder
+
+
+def _assert_nothing_written(out: Path):
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_missing_image_names_the_image_and_setting(small_site, tmp_path):
+    folder = _copy_exports(small_site, tmp_path)
+    part = folder / "go2k_part1.xml"
+    text = part.read_text()
+    first_name = text.split('name="', 1)[1].split('"', 1)[0]
+    part.write_text(text.replace(f'name="{first_name}"', 'name="cam9/cam9_20260211_000000.jpg"', 1))
+    out = tmp_path / "out"
+    with pytest.raises(DatasetError, match=r"image 'cam9/cam9_20260211_000000.jpg' of part 'go2k_part1' is not under .*snapshots"):
+        _build(small_site, out, files=export_files(folder))
+    _assert_nothing_written(out)
+
+
+def test_unknown_label_lists_the_labels_found(small_site, tmp_path):
+    folder = _copy_exports(small_site, tmp_path)
+    part = folder / "go2k_part3.xml"
+    part.write_text(part.read_text().replace('label="person_without_helmet"', 'label="dog"', 1)
+                    .replace("<name>person_without_helmet</name>", "<name>person_without_helmet</name></label><label><name>dog</name>", 1))
+    out = tmp_path / "out"
+    with pytest.raises(LabelMapError, match=r"go2k_part3.xml: label\(s\) \['dog'\] are not in the label map"):
+        _build(small_site, out, files=export_files(folder))
+    _assert_nothing_written(out)
+
+
+def test_malformed_export_in_one_part_stops_everything(small_site, tmp_path):
+    folder = _copy_exports(small_site, tmp_path)
+    (folder / "go2k_part4.xml").write_text("<annotations><image id='0'")
+    out = tmp_path / "out"
+    with pytest.raises(CvatFormatError, match="go2k_part4.xml"):
+        _build(small_site, out, files=export_files(folder))
+    _assert_nothing_written(out)
+
+
+def test_empty_drop_folder(tmp_path):
+    with pytest.raises(DatasetError, match="holds no CVAT export"):
+        export_files(tmp_path)
+
+
+def test_image_name_escaping_the_dataset(small_site, tmp_path):
+    folder = _copy_exports(small_site, tmp_path)
+    part = folder / "go2k_part1.xml"
+    text = part.read_text()
+    first_name = text.split('name="', 1)[1].split('"', 1)[0]
+    part.write_text(text.replace(f'name="{first_name}"', 'name="../../etc/passwd"', 1))
+    out = tmp_path / "out"
+    with pytest.raises(DatasetError, match="climbs out"):
+        _build(small_site, out, files=export_files(folder))
+    _assert_nothing_written(out)
+
+
+def test_zip_export_with_images_needs_no_image_folder(small_site, tmp_path):
+    export = small_site / "cvat_exports" / "go2k_part2.xml"
+    archive = tmp_path / "go2k_part2.zip"
+    import defusedxml.ElementTree as ET
+
+    names = [im.get("name") for im in ET.parse(export).getroot().iter("image")]
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(export, "annotations.xml")
+        for name in names:
+            zf.write(small_site / "snapshots" / name, f"images/{name}")
+    out = tmp_path / "out"
+    with publish_directory(out) as staging:
+        images, boxes, report = build_dataset([archive], staging, label_map=LabelMap.identity(CLASSES),
+                                              rule=CleaningRule(), image_root=None)
+    assert len(images) == len(names) and report.copied == len(names) and report.linked == 0
+    assert all((out / "images" / n).is_file() for n in names)

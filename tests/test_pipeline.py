@@ -1,0 +1,111 @@
+"""The demo graph end to end on the `small` profile, through Dagster on a real instance."""
+
+from __future__ import annotations
+
+import shutil
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from hoban_pipelines.assets import datasets
+from hoban_pipelines.assets.datasets import go2k_manual
+from hoban_pipelines.definitions import defs
+from hoban_pipelines.orchestrate import run_demo
+from hoban_pipelines.resources import LakeHandleIOManager, LakeResource, SettingsResource
+from hoban_pipelines.settings import ConfigError
+
+EXPECTED_ASSETS = {"demo_site", "cvat_exports", "snapshots", "base_dataset", "capture_folders", "go2k_manual"}
+
+
+def test_definitions_load_with_every_asset_and_check():
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert EXPECTED_ASSETS <= keys
+    checks = {key.name for key in graph.asset_check_keys}
+    assert {"go2k_manual_boxes_inside_images", "go2k_manual_classes_valid",
+            "go2k_manual_no_duplicate_content", "go2k_manual_files_present"} <= checks
+
+
+@pytest.fixture
+def small_config(hoban_home, tmp_path, monkeypatch):
+    config = tmp_path / "hoban.yaml"
+    config.write_text("demo_profile: small\n")
+    monkeypatch.setenv("HOBAN_CONFIG", str(config))
+    return config
+
+
+def test_demo_runs_the_whole_graph_and_a_second_run_reuses_everything(small_config, hoban_home):
+    lines: list[str] = []
+    with dg.instance_for_test() as instance:
+        assert run_demo(instance=instance, echo=lines.append)
+        for key in EXPECTED_ASSETS - {"cvat_exports", "snapshots", "base_dataset", "capture_folders"}:
+            assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None, key
+        for key in ("cvat_exports", "snapshots", "base_dataset", "capture_folders"):
+            record = instance.fetch_observations(dg.AssetKey(key), limit=1).records
+            assert record, key
+        mat = instance.get_latest_materialization_event(dg.AssetKey("go2k_manual")).asset_materialization
+        assert mat.metadata["count/images"].value > 10
+        assert mat.metadata["count/removed_by_cleaning"].value > 0
+        assert "data:image/png;base64," in mat.metadata["samples"].value
+        version = mat.metadata["version"].value
+        lake = hoban_home / "lake" / "go2k_manual"
+        assert [p.name for p in lake.iterdir() if not p.name.startswith(".")] == [version]
+        checks = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(dg.AssetKey("go2k_manual"), "go2k_manual_files_present"), limit=1
+        )
+        assert checks and checks[0].status.value == "SUCCEEDED"
+
+        assert run_demo(instance=instance, echo=lines.append)
+        again = instance.get_latest_materialization_event(dg.AssetKey("go2k_manual")).asset_materialization
+        assert again.metadata["version"].value == version and again.metadata["reused_version"].value is True
+        site = instance.get_latest_materialization_event(dg.AssetKey("demo_site")).asset_materialization
+        assert site.metadata["status"].value == "up to date"
+    assert any("done." in line for line in lines)
+
+
+def _resources(home):
+    return {
+        "lake": LakeResource(home=str(home)),
+        "io_manager": LakeHandleIOManager(home=str(home)),
+        "settings": SettingsResource(),
+    }
+
+
+def test_go2k_manual_with_a_missing_export_folder_names_path_and_setting(hoban_home):
+    with dg.instance_for_test() as instance:
+        with pytest.raises(ConfigError, match=r"demo_site/cvat_exports does not exist \(setting 'cvat_exports'"):
+            dg.materialize([go2k_manual], instance=instance, resources=_resources(hoban_home))
+    assert not (hoban_home / "lake" / "go2k_manual").exists() or not any(
+        p for p in (hoban_home / "lake" / "go2k_manual").iterdir() if not p.name.startswith(".tmp")
+    )
+
+
+def test_duplicate_content_fails_the_blocking_check(small_site, hoban_home, tmp_path, monkeypatch):
+    snapshots = tmp_path / "snapshots"
+    shutil.copytree(small_site / "snapshots", snapshots)
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    part = (small_site / "cvat_exports" / "go2k_part1.xml").read_text()
+    first = part.split('name="', 1)[1].split('"', 1)[0]
+    copy = first.replace(".jpg", "_copy.jpg")
+    shutil.copy(snapshots / first, snapshots / copy)
+    image_element = part[part.index("<image "):part.index("</image>") + len("</image>")]
+    twin = image_element.replace(f'name="{first}"', f'name="{copy}"').replace('id="', 'id="9', 1)
+    (exports / "go2k_part1.xml").write_text(part.replace("</annotations>", twin + "\n</annotations>"))
+    config = tmp_path / "hoban.yaml"
+    config.write_text(f"cvat_exports: {exports}\nsnapshots: {snapshots}\n")
+    monkeypatch.setenv("HOBAN_CONFIG", str(config))
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [go2k_manual, *dg.load_asset_checks_from_modules([datasets])],
+            instance=instance, resources=_resources(hoban_home), raise_on_error=False,
+        )
+        evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        assert evaluations["go2k_manual_no_duplicate_content"].passed is False
+        assert copy in evaluations["go2k_manual_no_duplicate_content"].metadata["problems"].value
+        assert evaluations["go2k_manual_boxes_inside_images"].passed
+        assert not result.success  # a failed blocking check fails the run, so nothing downstream trains on it
+    images = pd.read_parquet(next((hoban_home / "lake" / "go2k_manual").glob("2*")) / "manifests" / "images.parquet")
+    assert images["sha256"].duplicated().sum() == 1
