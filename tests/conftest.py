@@ -11,6 +11,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 REPO = Path(__file__).resolve().parents[1]
+# real CVAT exports, read in place from the shared folder beside the checkout (as in CI)
 SAMPLES = REPO.parent / "shared" / "samples"
 
 

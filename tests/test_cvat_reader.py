@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import SAMPLES
+
 from hoban_pipelines.bench import cvat as bench
 from hoban_pipelines.cvat import rle
 from hoban_pipelines.cvat.reader import (
@@ -22,8 +24,7 @@ from hoban_pipelines.cvat.reader import (
     summarize,
 )
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
-CVAT_SAMPLES = SAMPLES / "cvat"
+CVAT_SAMPLES = SAMPLES / "cvat"  # read in place: the samples are not the project's files
 
 # Counted by hand (grep) from each file: images, images without boxes, boxes yielded.
 SAMPLE_COUNTS = {
