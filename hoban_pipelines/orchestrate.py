@@ -14,10 +14,11 @@ from hoban_pipelines.settings import hoban_home
 def run_demo(*, replace_site: bool = False, echo: Callable[[str], None] = print, instance: dg.DagsterInstance | None = None) -> bool:
     """Generate the demo site, observe the inputs, materialize every asset; False if a run failed."""
     instance = instance or dg.DagsterInstance.get()
+    quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}  # step events stay in the UI
     steps = [
-        (demo_site_job.name, {"ops": {"demo_site": {"config": {"replace": replace_site}}}}),
-        (observe_inputs_job.name, None),
-        (pipeline_job.name, None),
+        (demo_site_job.name, {"ops": {"demo_site": {"config": {"replace": replace_site}}}, **quiet}),
+        (observe_inputs_job.name, quiet),
+        (pipeline_job.name, quiet),
     ]
     for name, run_config in steps:
         job = defs.resolve_job_def(name)

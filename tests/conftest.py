@@ -26,11 +26,21 @@ def hoban_home(tmp_path, monkeypatch) -> Path:
     return home
 
 
+def _site(tmp_path_factory, profile: str) -> Path:
+    from hoban_pipelines.demo.install import install_site
+
+    target = tmp_path_factory.mktemp(f"site_{profile}") / "demo_site"
+    install_site(target, seed=7, profile=profile)
+    return target
+
+
 @pytest.fixture(scope="session")
 def small_site(tmp_path_factory) -> Path:
     """The demo site at the `small` profile, generated once per test session (read-only use)."""
-    from hoban_pipelines.demo.install import install_site
+    return _site(tmp_path_factory, "small")
 
-    target = tmp_path_factory.mktemp("site") / "demo_site"
-    install_site(target, seed=7, profile="small")
-    return target
+
+@pytest.fixture(scope="session")
+def demo_profile_site(tmp_path_factory) -> Path:
+    """The demo site at the `demo` profile that `make demo` uses (about 25 s to generate)."""
+    return _site(tmp_path_factory, "demo")

@@ -27,11 +27,12 @@ def _build(site: Path, out: Path, rule: CleaningRule = CleaningRule(), files=Non
     return result
 
 
-@pytest.fixture(scope="module")
-def imported(small_site, tmp_path_factory):
+@pytest.fixture(scope="module", params=["small_site", "demo_profile_site"])
+def imported(request, tmp_path_factory):
+    site = request.getfixturevalue(request.param)
     out = tmp_path_factory.mktemp("go2k") / "dataset"
-    images, boxes, report = _build(small_site, out)
-    truth = json.loads((small_site / "ground_truth" / "go2k_labels.json").read_text())
+    images, boxes, report = _build(site, out)
+    truth = json.loads((site / "ground_truth" / "go2k_labels.json").read_text())
     return out, images, boxes, report, truth
 
 

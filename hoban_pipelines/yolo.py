@@ -1,0 +1,151 @@
+"""Reading an ultralytics YOLO detection dataset folder into the project's manifests.
+
+The layout is ultralytics' own: ``data.yaml`` with ``path``, ``train``/``val``/``test`` (a folder
+of images, a .txt list of image paths, or a list of either) and ``names``; each image's labels
+sit at the same path with the last ``images`` folder replaced by ``labels`` and a ``.txt``
+suffix, one ``cls cx cy w h`` line (normalised) per box. A missing label file is an image
+without boxes. Malformed label lines are errors naming the file and line, since training on
+them would silently teach the model nonsense; unreadable images are reported and skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+SPLIT_KEYS = ("train", "val", "test")
+
+
+class YoloFormatError(ValueError):
+    """A YOLO dataset that cannot be read; the message names the file (and line)."""
+
+
+@dataclass
+class YoloDataset:
+    root: Path
+    classes: list[str]
+    images: pd.DataFrame  # image, path, split, width, height, sha256, label_path
+    boxes: pd.DataFrame  # image, split, cls, x1 y1 x2 y2 (pixels), cx cy w h (normalised), img_w, img_h
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+def _names(raw, data_yaml: Path) -> list[str]:
+    if isinstance(raw, dict):
+        keys = sorted(int(k) for k in raw)
+        if keys != list(range(len(keys))):
+            raise YoloFormatError(f"{data_yaml}: 'names' keys must be 0..{len(keys) - 1}, got {keys}")
+        return [str(raw[k]) for k in keys]
+    if isinstance(raw, list) and raw:
+        return [str(n) for n in raw]
+    raise YoloFormatError(f"{data_yaml}: 'names' must list the class names (a list or a {{index: name}} mapping)")
+
+
+def image_to_label_path(image: Path) -> Path:
+    """ultralytics' rule: the last ``images`` folder becomes ``labels``, the suffix ``.txt``."""
+    parts = list(image.parts)
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            break
+    return Path(*parts).with_suffix(".txt")
+
+
+def _split_images(entry, base: Path, data_yaml: Path) -> list[Path]:
+    entries = entry if isinstance(entry, list) else [entry]
+    images: list[Path] = []
+    for item in entries:
+        target = (base / str(item)).resolve()
+        if target.is_dir():
+            images += sorted(p for p in target.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif target.is_file() and target.suffix == ".txt":
+            for line in target.read_text().splitlines():
+                if line.strip():
+                    path = Path(line.strip())
+                    images.append(path if path.is_absolute() else (target.parent / path).resolve())
+        else:
+            raise YoloFormatError(f"{data_yaml}: split entry '{item}' is neither a folder nor a .txt list ({target})")
+    return images
+
+
+def parse_label_file(path: Path, n_classes: int) -> list[tuple[int, float, float, float, float]]:
+    """Boxes of one label file; YoloFormatError naming file and line for a malformed line."""
+    boxes = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 5:
+            raise YoloFormatError(
+                f"{path} line {number}: {len(fields)} columns, expected 5 (class cx cy w h); "
+                "segmentation or keypoint labels are not detection labels"
+            )
+        try:
+            cls, values = int(fields[0]), [float(v) for v in fields[1:]]
+        except ValueError:
+            raise YoloFormatError(f"{path} line {number}: '{line.strip()}' is not 'int float float float float'") from None
+        if not 0 <= cls < n_classes:
+            raise YoloFormatError(f"{path} line {number}: class {cls} is outside 0..{n_classes - 1} of data.yaml names")
+        if not all(0.0 <= v <= 1.0 for v in values) or values[2] <= 0 or values[3] <= 0:
+            raise YoloFormatError(
+                f"{path} line {number}: values {values} must be normalised to 0..1 with positive width and height"
+            )
+        boxes.append((cls, *values))
+    return boxes
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_yolo_dataset(root: Path, splits: tuple[str, ...] = SPLIT_KEYS) -> YoloDataset:
+    """Manifests of every image and box in the dataset at ``root`` (a folder with data.yaml)."""
+    root = Path(root).resolve()
+    data_yaml = root / "data.yaml"
+    if not data_yaml.is_file():
+        raise YoloFormatError(f"{root} has no data.yaml: point the setting at the dataset's top folder")
+    try:
+        spec = yaml.safe_load(data_yaml.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise YoloFormatError(f"{data_yaml} is not valid YAML: {exc}") from None
+    classes = _names(spec.get("names"), data_yaml)
+    # a relative 'path' is taken relative to data.yaml, which is what the dataset's author meant
+    base = Path(str(spec.get("path") or "."))
+    base = base if base.is_absolute() else (root / base).resolve()
+    image_rows, box_rows, unreadable = [], [], []
+    for split in splits:
+        if not spec.get(split):
+            continue
+        for image in _split_images(spec[split], base, data_yaml):
+            try:
+                with Image.open(image) as probe:
+                    width, height = probe.size
+            except (OSError, UnidentifiedImageError) as exc:
+                unreadable.append((str(image), str(exc) or type(exc).__name__))
+                continue
+            label = image_to_label_path(image)
+            rows = parse_label_file(label, len(classes)) if label.is_file() else []
+            name = os.path.relpath(image, root)
+            image_rows.append({"image": name, "path": str(image), "split": split, "width": width, "height": height,
+                               "sha256": _sha256(image), "label_path": str(label)})
+            for cls, cx, cy, w, h in rows:
+                box_rows.append({
+                    "image": name, "split": split, "cls": cls,
+                    "x1": (cx - w / 2) * width, "y1": (cy - h / 2) * height,
+                    "x2": (cx + w / 2) * width, "y2": (cy + h / 2) * height,
+                    "cx": cx, "cy": cy, "w": w, "h": h, "img_w": width, "img_h": height,
+                })
+    if not image_rows:
+        raise YoloFormatError(f"{data_yaml}: no readable images in splits {list(splits)}")
+    box_columns = ["image", "split", "cls", "x1", "y1", "x2", "y2", "cx", "cy", "w", "h", "img_w", "img_h"]
+    return YoloDataset(root, classes, pd.DataFrame(image_rows), pd.DataFrame(box_rows, columns=box_columns), unreadable)
