@@ -159,5 +159,14 @@ def bench_cvat(as_json: bool, size_mb: float) -> None:
     click.echo(json.dumps(cvat.run(size_mb=size_mb)))
 
 
+@bench_group.command("mix")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the only output format).")
+def bench_mix(as_json: bool) -> None:
+    """Assemble a 12,000-entry mix from a 10,000-image base dataset; near-duplicate search over 20,000 thumbnails."""
+    from hoban_pipelines.bench import mix
+
+    click.echo(json.dumps(mix.run()))
+
+
 if __name__ == "__main__":
     main()

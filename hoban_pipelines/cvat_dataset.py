@@ -256,7 +256,8 @@ def build_dataset(
     removed.to_parquet(manifests / "removed_boxes.parquet", index=False)
     (out_dir / "data.yaml").write_text(
         yaml.safe_dump(
-            {"path": ".", "train": "images", "val": "images", "names": dict(enumerate(label_map.classes))},
+            # no 'path': ultralytics then resolves train/val against this file's folder
+            {"train": "images", "val": "images", "names": dict(enumerate(label_map.classes))},
             sort_keys=False,
         )
     )

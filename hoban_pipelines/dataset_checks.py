@@ -49,3 +49,39 @@ def files_present(root: Path, images: pd.DataFrame) -> list[str]:
         for rel in images[column] if not (root / rel).is_file()
     ]
     return _listed([f"missing {rel}" for rel in missing])
+
+
+def content_in_two_splits(entries: pd.DataFrame) -> list[str]:
+    """The same image bytes (sha256) listed in more than one split."""
+    splits = entries.groupby("sha256")["split"].nunique()
+    leaked = entries[entries["sha256"].isin(splits[splits > 1].index)]
+    return _listed([
+        f"same content in {', '.join(sorted(group['split'].unique()))}: {', '.join(sorted(group['path'].unique())[:3])}"
+        for _, group in leaked.groupby("sha256")
+    ])
+
+
+def linked_across_splits(entries: pd.DataFrame, pairs: list[tuple], why: str) -> list[str]:
+    """Linked pairs (indices into ``entries``: near-duplicates, same burst) split across splits."""
+    split, path = entries["split"].to_numpy(), entries["path"].to_numpy()
+    return _listed([
+        f"{why} across {split[i]}/{split[j]}: {path[i]} ~ {path[j]}"
+        for i, j, *_ in pairs if split[i] != split[j]
+    ])
+
+
+def classes_in_every_split(box_counts: pd.DataFrame, classes: list[str]) -> list[str]:
+    """``box_counts``: one row per split, a ``boxes_<class>`` column per class."""
+    return _listed([
+        f"no {name} boxes in {split}" for split, row in box_counts.iterrows() for name in classes
+        if row.get(f"boxes_{name}", 0) == 0
+    ])
+
+
+def list_files_resolve(folder: Path) -> list[str]:
+    """Every line of the data.yaml's list files names an existing image."""
+    missing = [
+        f"{listing.name}: {line}" for listing in sorted(folder.glob("*.txt"))
+        for line in dict.fromkeys(listing.read_text().splitlines()) if line and not Path(line).is_file()
+    ]
+    return _listed(missing)

@@ -31,7 +31,7 @@ class YoloFormatError(ValueError):
 class YoloDataset:
     root: Path
     classes: list[str]
-    images: pd.DataFrame  # image, path, split, width, height, sha256, label_path
+    images: pd.DataFrame  # image, path, split, label_path, width, height, sha256
     boxes: pd.DataFrame  # image, split, cls, x1 y1 x2 y2 (pixels), cx cy w h (normalised), img_w, img_h
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
@@ -108,8 +108,18 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_yolo_dataset(root: Path, splits: tuple[str, ...] = SPLIT_KEYS) -> YoloDataset:
-    """Manifests of every image and box in the dataset at ``root`` (a folder with data.yaml)."""
+@dataclass
+class YoloListing:
+    root: Path
+    classes: list[str]
+    entries: pd.DataFrame  # image (relative to root), path, split, label_path
+
+
+def list_yolo_dataset(root: Path, splits: tuple[str, ...] = SPLIT_KEYS) -> YoloListing:
+    """Every image of the dataset at ``root`` (a folder with data.yaml), without opening any.
+
+    Cheap even for 100k images, so a caller can subsample before paying for ``load_entries``.
+    """
     root = Path(root).resolve()
     data_yaml = root / "data.yaml"
     if not data_yaml.is_file():
@@ -118,34 +128,54 @@ def read_yolo_dataset(root: Path, splits: tuple[str, ...] = SPLIT_KEYS) -> YoloD
         spec = yaml.safe_load(data_yaml.read_text()) or {}
     except yaml.YAMLError as exc:
         raise YoloFormatError(f"{data_yaml} is not valid YAML: {exc}") from None
+    if not isinstance(spec, dict):
+        raise YoloFormatError(f"{data_yaml} must be a mapping with path, train, val and names")
     classes = _names(spec.get("names"), data_yaml)
     # a relative 'path' is taken relative to data.yaml, which is what the dataset's author meant
     base = Path(str(spec.get("path") or "."))
     base = base if base.is_absolute() else (root / base).resolve()
+    rows = [
+        {"image": os.path.relpath(image, root), "path": str(image), "split": split,
+         "label_path": str(image_to_label_path(image))}
+        for split in splits if spec.get(split)
+        for image in _split_images(spec[split], base, data_yaml)
+    ]
+    if not rows:
+        raise YoloFormatError(f"{data_yaml}: no images in splits {list(splits)}")
+    return YoloListing(root, classes, pd.DataFrame(rows))
+
+
+BOX_COLUMNS = ["image", "split", "cls", "x1", "y1", "x2", "y2", "cx", "cy", "w", "h", "img_w", "img_h"]
+
+
+def load_entries(listing: YoloListing, entries: pd.DataFrame | None = None) -> YoloDataset:
+    """Sizes, sha256 and boxes of ``entries`` (default: all of the listing).
+
+    Unreadable images are skipped and listed in ``unreadable``; a malformed label line raises.
+    """
+    entries = listing.entries if entries is None else entries
     image_rows, box_rows, unreadable = [], [], []
-    for split in splits:
-        if not spec.get(split):
+    for row in entries.itertuples(index=False):
+        try:
+            with Image.open(row.path) as probe:
+                width, height = probe.size
+        except (OSError, UnidentifiedImageError) as exc:
+            unreadable.append((row.path, str(exc) or type(exc).__name__))
             continue
-        for image in _split_images(spec[split], base, data_yaml):
-            try:
-                with Image.open(image) as probe:
-                    width, height = probe.size
-            except (OSError, UnidentifiedImageError) as exc:
-                unreadable.append((str(image), str(exc) or type(exc).__name__))
-                continue
-            label = image_to_label_path(image)
-            rows = parse_label_file(label, len(classes)) if label.is_file() else []
-            name = os.path.relpath(image, root)
-            image_rows.append({"image": name, "path": str(image), "split": split, "width": width, "height": height,
-                               "sha256": _sha256(image), "label_path": str(label)})
-            for cls, cx, cy, w, h in rows:
-                box_rows.append({
-                    "image": name, "split": split, "cls": cls,
-                    "x1": (cx - w / 2) * width, "y1": (cy - h / 2) * height,
-                    "x2": (cx + w / 2) * width, "y2": (cy + h / 2) * height,
-                    "cx": cx, "cy": cy, "w": w, "h": h, "img_w": width, "img_h": height,
-                })
-    if not image_rows:
-        raise YoloFormatError(f"{data_yaml}: no readable images in splits {list(splits)}")
-    box_columns = ["image", "split", "cls", "x1", "y1", "x2", "y2", "cx", "cy", "w", "h", "img_w", "img_h"]
-    return YoloDataset(root, classes, pd.DataFrame(image_rows), pd.DataFrame(box_rows, columns=box_columns), unreadable)
+        label = Path(row.label_path)
+        boxes = parse_label_file(label, len(listing.classes)) if label.is_file() else []
+        image_rows.append({**row._asdict(), "width": width, "height": height, "sha256": _sha256(Path(row.path))})
+        for cls, cx, cy, w, h in boxes:
+            box_rows.append({
+                "image": row.image, "split": row.split, "cls": cls,
+                "x1": (cx - w / 2) * width, "y1": (cy - h / 2) * height,
+                "x2": (cx + w / 2) * width, "y2": (cy + h / 2) * height,
+                "cx": cx, "cy": cy, "w": w, "h": h, "img_w": width, "img_h": height,
+            })
+    images = pd.DataFrame(image_rows, columns=[*entries.columns, "width", "height", "sha256"])
+    return YoloDataset(listing.root, listing.classes, images, pd.DataFrame(box_rows, columns=BOX_COLUMNS), unreadable)
+
+
+def read_yolo_dataset(root: Path, splits: tuple[str, ...] = SPLIT_KEYS) -> YoloDataset:
+    """Manifests of every image and box in the dataset at ``root``."""
+    return load_entries(list_yolo_dataset(root, splits))

@@ -15,7 +15,9 @@ from hoban_pipelines.orchestrate import run_demo
 from hoban_pipelines.resources import LakeHandleIOManager, LakeResource, SettingsResource
 from hoban_pipelines.settings import ConfigError
 
-EXPECTED_ASSETS = {"demo_site", "cvat_exports", "snapshots", "base_dataset", "capture_folders", "go2k_manual"}
+EXPECTED_ASSETS = {
+    "demo_site", "cvat_exports", "snapshots", "base_dataset", "capture_folders", "go2k_manual", "go2k_split", "go2k_v2_mix",
+}
 
 
 def test_definitions_load_with_every_asset_and_check():
@@ -25,7 +27,9 @@ def test_definitions_load_with_every_asset_and_check():
     assert EXPECTED_ASSETS <= keys
     checks = {key.name for key in graph.asset_check_keys}
     assert {"go2k_manual_boxes_inside_images", "go2k_manual_classes_valid",
-            "go2k_manual_no_duplicate_content", "go2k_manual_files_present"} <= checks
+            "go2k_manual_no_duplicate_content", "go2k_manual_files_present", "go2k_split_no_leakage",
+            "go2k_split_classes_in_both", "go2k_v2_mix_no_leakage", "go2k_v2_mix_classes_in_both",
+            "go2k_v2_mix_lists_resolve"} <= checks
 
 
 @pytest.fixture
@@ -52,10 +56,18 @@ def test_demo_runs_the_whole_graph_and_a_second_run_reuses_everything(small_conf
         version = mat.metadata["version"].value
         lake = hoban_home / "lake" / "go2k_manual"
         assert [p.name for p in lake.iterdir() if not p.name.startswith(".")] == [version]
-        checks = instance.event_log_storage.get_asset_check_execution_history(
-            dg.AssetCheckKey(dg.AssetKey("go2k_manual"), "go2k_manual_files_present"), limit=1
-        )
-        assert checks and checks[0].status.value == "SUCCEEDED"
+        for asset, check in [("go2k_manual", "go2k_manual_files_present"), ("go2k_split", "go2k_split_no_leakage"),
+                             ("go2k_v2_mix", "go2k_v2_mix_no_leakage"), ("go2k_v2_mix", "go2k_v2_mix_classes_in_both")]:
+            history = instance.event_log_storage.get_asset_check_execution_history(
+                dg.AssetCheckKey(dg.AssetKey(asset), check), limit=1
+            )
+            assert history and history[0].status.value == "SUCCEEDED", check
+        mix = instance.get_latest_materialization_event(dg.AssetKey("go2k_v2_mix")).asset_materialization
+        upstream = mix.metadata["upstream"].value
+        split_version = instance.get_latest_materialization_event(dg.AssetKey("go2k_split")).asset_materialization.metadata["version"].value
+        assert upstream["go2k_split"] == split_version and upstream["go2k_manual"] == version
+        assert 0 < mix.metadata["domain_share_of_training"].value < 1
+        assert any("asked for 8000 images" in w for w in mix.metadata["warnings"].value)
 
         assert run_demo(instance=instance, echo=lines.append)
         again = instance.get_latest_materialization_event(dg.AssetKey("go2k_manual")).asset_materialization

@@ -1,16 +1,22 @@
 """Dataset versions: go2k_manual from the team's CVAT exports."""
 
+from pathlib import Path
+
 import dagster as dg
 import pandas as pd
 
-from hoban_pipelines import dataset_checks
+from hoban_pipelines import dataset_checks, dedup
 from hoban_pipelines.assets.common import lake_output
 from hoban_pipelines.cleaning import CleaningRule
 from hoban_pipelines.cvat_dataset import build_dataset, export_files
 from hoban_pipelines.labelmap import LabelMap
-from hoban_pipelines.lake import LakeHandle
+from hoban_pipelines.inputs import fingerprint_folder
+from hoban_pipelines.lake import LakeHandle, file_sha256
+from hoban_pipelines.mixing import MixRecipe, SplitRecipe, assemble_mix, split_manual, with_box_counts, write_lists, write_mix
 from hoban_pipelines.reports import markdown_table, png_markdown
 from hoban_pipelines.resources import LakeResource, SettingsResource
+from hoban_pipelines.splitting import time_groups
+from hoban_pipelines.yolo import YoloFormatError, list_yolo_dataset
 
 GO2K_MANUAL_CODE_VERSION = "1"
 
@@ -117,3 +123,146 @@ def go2k_manual_no_duplicate_content(go2k_manual: LakeHandle, lake: LakeResource
 def go2k_manual_files_present(go2k_manual: LakeHandle, lake: LakeResource) -> dg.AssetCheckResult:
     root, images, _ = _manifests(go2k_manual, lake)
     return _result(dataset_checks.files_present(root, images), "files present")
+
+
+BURST_SECONDS = SplitRecipe.burst_seconds
+
+
+class Go2kSplitConfig(dg.Config):
+    valid_fraction: float = 0.2
+    seed: int = 0
+    burst_seconds: float = BURST_SECONDS  # frames of one camera this close never straddle the split
+    similarity: float = dedup.DEFAULT_THRESHOLD  # nor do thumbnails this similar
+
+
+@dg.asset(group_name="datasets", kinds={"parquet", "yolo"}, code_version="1")
+def go2k_split(
+    context: dg.AssetExecutionContext, config: Go2kSplitConfig, lake: LakeResource, go2k_manual: LakeHandle
+) -> dg.Output[LakeHandle]:
+    """go2k_manual split 80/20 into train and valid, seeded, stratified by class, with
+    near-duplicate and same-burst frames kept on one side."""
+    store = lake.get()
+    root, images, boxes = _manifests(go2k_manual, lake)
+    classes = go2k_manual.extra["classes"]
+    recipe = SplitRecipe(config.valid_fraction, config.seed, config.burst_seconds, config.similarity)
+    split = with_box_counts(split_manual(images, boxes, root, len(classes), recipe), boxes, classes)
+    entries = split.assign(path=[str(root / p) for p in split["path"]], label_path=[str(root / p) for p in split["label_path"]])
+    meta = {"code_version": "1", "config": config.model_dump(), "upstream": {"go2k_manual": go2k_manual.version}}
+    with store.new_version("go2k_split", meta=meta) as version:
+        write_lists(entries, version.path, classes)
+        (version.path / "manifests").mkdir()
+        entries.to_parquet(version.path / "manifests" / "split.parquet", index=False)
+    per_split = _split_table(entries, classes)
+    counts = {f"{row['split']}_images": row["images"] for row in per_split}
+    handle = store.handle_for(version.final_path, asset="go2k_split", version=version.version, counts=counts,
+                              extra={"classes": classes, "upstream": meta["upstream"]})
+    return lake_output(handle, {
+        "splits": dg.MetadataValue.md(markdown_table(per_split, ["split", "images", "groups", *classes])),
+        "groups": int(split["group"].nunique()),
+        "upstream/go2k_manual": go2k_manual.version,
+    })
+
+
+def _split_table(entries: pd.DataFrame, classes: list[str]) -> list[dict]:
+    return [
+        {"split": split, "images": len(group), "groups": group["group"].nunique(),
+         **{name: int(group[f"boxes_{name}"].sum()) for name in classes}}
+        for split, group in entries.groupby("split")
+    ]
+
+
+class MixConfig(dg.Config):
+    """The team's go2k_v2 numbers; clamped with a warning when the data has fewer images."""
+
+    base_train: int = 8000
+    base_valid: int = 1000
+    domain_oversample: int = 8
+    seed: int = 0
+
+
+@dg.asset(group_name="datasets", kinds={"yolo"}, code_version="1", deps=["base_dataset"])
+def go2k_v2_mix(
+    context: dg.AssetExecutionContext, config: MixConfig, lake: LakeResource, settings: SettingsResource,
+    go2k_split: LakeHandle,
+) -> dg.Output[LakeHandle]:
+    """The go2k_v2 training mix: a base ("v13") subsample plus go2k train oversampled, as list
+    files (no image bytes copied) with the exact upstream versions recorded."""
+    site = settings.get()
+    base_root = site.require("base_dataset", "YOLO dataset folder (with data.yaml)")
+    base = list_yolo_dataset(base_root)
+    classes = go2k_split.extra["classes"]
+    if base.classes != classes:
+        raise YoloFormatError(
+            f"{base_root / 'data.yaml'} names {base.classes} but the project's classes are {classes}; "
+            "remap the base dataset with a recipe (recipes/) or fix 'classes' in the settings"
+        )
+    domain = pd.read_parquet(go2k_split.resolve(lake.get().home) / "manifests" / "split.parquet")
+    recipe = MixRecipe(config.base_train, config.base_valid, config.domain_oversample, config.seed)
+    result = assemble_mix(base, domain, recipe)
+    for warning in result.warnings:
+        context.log.warning(warning)
+    base_version = fingerprint_folder(base_root).version
+    upstream = {"go2k_split": go2k_split.version, **go2k_split.extra["upstream"], "base_dataset": base_version}
+    store = lake.get()
+    with store.new_version("go2k_v2_mix", meta={"code_version": "1", "config": config.model_dump(), "upstream": upstream}) as version:
+        counts = write_mix(result, classes, version.path)
+    handle = store.handle_for(
+        version.final_path, asset="go2k_v2_mix", version=version.version,
+        counts={"train_entries": counts["train_entries"], "valid_entries": counts["valid_entries"]},
+        extra={"classes": classes, "upstream": upstream},
+    )
+    rows = [{"split/source": key, **values} for key, values in counts["per_split_source"].items()]
+    return lake_output(handle, {
+        "mix": dg.MetadataValue.md(markdown_table(rows, ["split/source", "entries", *[f"boxes_{c}" for c in classes]])),
+        "domain_share_of_training": dg.MetadataValue.float(counts["domain_share_of_training"]),
+        "warnings": dg.MetadataValue.json(result.warnings),
+        "upstream": dg.MetadataValue.json(upstream),
+    })
+
+
+def _leakage_check(handle: LakeHandle, lake: LakeResource, manifest: str) -> dg.AssetCheckResult:
+    entries = pd.read_parquet(handle.resolve(lake.get().home) / "manifests" / manifest)
+    entries = entries.drop_duplicates(["split", "path"]).reset_index(drop=True)
+    if "sha256" not in entries:
+        entries["sha256"] = [file_sha256(Path(p)) for p in entries["path"]]
+    cameras = entries["camera"].where(entries["camera"].notna(), None).tolist()
+    pairs = dedup.near_duplicate_pairs(dedup.thumbnails([Path(p) for p in entries["path"]]), dedup.DEFAULT_THRESHOLD, cameras=cameras)
+    bursts = time_groups(entries["camera"], entries["timestamp"], BURST_SECONDS)
+    problems = (
+        dataset_checks.content_in_two_splits(entries)
+        + dataset_checks.linked_across_splits(entries, pairs, "near-duplicates")
+        + dataset_checks.linked_across_splits(entries, bursts, f"same camera within {BURST_SECONDS:.0f} s")
+    )
+    return _result(problems, "splits disjoint by content and near-duplicates")
+
+
+def _classes_check(handle: LakeHandle, lake: LakeResource, manifest: str) -> dg.AssetCheckResult:
+    entries = pd.read_parquet(handle.resolve(lake.get().home) / "manifests" / manifest)
+    classes = handle.extra["classes"]
+    table = entries.groupby("split")[[f"boxes_{name}" for name in classes]].sum()
+    return _result(dataset_checks.classes_in_every_split(table, classes), "classes present in every split")
+
+
+@dg.asset_check(asset=go2k_split, blocking=True, description="No image content or near-duplicate in both train and valid.")
+def go2k_split_no_leakage(go2k_split: LakeHandle, lake: LakeResource) -> dg.AssetCheckResult:
+    return _leakage_check(go2k_split, lake, "split.parquet")
+
+
+@dg.asset_check(asset=go2k_split, blocking=True, description="Every class has boxes in train and in valid.")
+def go2k_split_classes_in_both(go2k_split: LakeHandle, lake: LakeResource) -> dg.AssetCheckResult:
+    return _classes_check(go2k_split, lake, "split.parquet")
+
+
+@dg.asset_check(asset=go2k_v2_mix, blocking=True, description="No image content or near-duplicate in both train and valid.")
+def go2k_v2_mix_no_leakage(go2k_v2_mix: LakeHandle, lake: LakeResource) -> dg.AssetCheckResult:
+    return _leakage_check(go2k_v2_mix, lake, "entries.parquet")
+
+
+@dg.asset_check(asset=go2k_v2_mix, blocking=True, description="Every class has boxes in train and in valid.")
+def go2k_v2_mix_classes_in_both(go2k_v2_mix: LakeHandle, lake: LakeResource) -> dg.AssetCheckResult:
+    return _classes_check(go2k_v2_mix, lake, "entries.parquet")
+
+
+@dg.asset_check(asset=go2k_v2_mix, blocking=True, description="Every list-file entry is an existing image.")
+def go2k_v2_mix_lists_resolve(go2k_v2_mix: LakeHandle, lake: LakeResource) -> dg.AssetCheckResult:
+    return _result(dataset_checks.list_files_resolve(go2k_v2_mix.resolve(lake.get().home)), "list entries resolve")

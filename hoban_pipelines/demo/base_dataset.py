@@ -125,6 +125,6 @@ def write_base_dataset(root: Path, seed: int, counts: dict[str, int]) -> dict:
         summary[f"{split}_images"] = counts[split]
     names = "".join(f"  {i}: {name}\n" for i, name in enumerate(CLASSES))
     (root / "data.yaml").write_text(
-        f"path: .\ntrain: images/train\nval: images/val\nnames:\n{names}", encoding="utf-8"
+        f"train: images/train\nval: images/val\nnames:\n{names}", encoding="utf-8"
     )
     return summary
