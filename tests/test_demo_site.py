@@ -329,7 +329,7 @@ def test_class_mix_leans_heavily_to_helmets(site):
 
 def test_base_dataset_labels_are_the_drawn_workers(root):
     data = yaml.safe_load((root / "base_dataset" / "data.yaml").read_text())
-    assert data == {"path": ".", "train": "images/train", "val": "images/val",
+    assert data == {"train": "images/train", "val": "images/val",
                     "names": {0: "person_with_helmet", 1: "person_without_helmet"}}
     profile = PROFILES[PROFILE]
     backgrounds = 0
