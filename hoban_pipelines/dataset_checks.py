@@ -79,9 +79,11 @@ def classes_in_every_split(box_counts: pd.DataFrame, classes: list[str]) -> list
 
 
 def list_files_resolve(folder: Path) -> list[str]:
-    """Every line of the data.yaml's list files names an existing image."""
+    """Every line of the list files names an existing image (``./`` lines are relative to the
+    list file's folder, as ultralytics reads them)."""
     missing = [
         f"{listing.name}: {line}" for listing in sorted(folder.glob("*.txt"))
-        for line in dict.fromkeys(listing.read_text().splitlines()) if line and not Path(line).is_file()
+        for line in dict.fromkeys(listing.read_text().splitlines())
+        if line and not (folder / line[2:] if line.startswith("./") else Path(line)).is_file()
     ]
     return _listed(missing)

@@ -2,7 +2,8 @@
 
 Settings come from a YAML file (``$HOBAN_CONFIG``, else ``./hoban.yaml``; without either the
 defaults below apply, and they point at the embedded demo site). Relative paths are relative
-to the file; ``${VAR}`` expands from the environment, ``${HOBAN_HOME}`` always has a value.
+to the file; ``${VAR}`` expands from the environment; ``${HOBAN_HOME}`` (the storage root) and
+``${HOBAN_PROJECT}`` (this checkout) always have a value.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ DEFAULT_HOBAN_HOME = ".hoban"
 CONFIG_ENV = "HOBAN_CONFIG"
 DEFAULT_CONFIG_FILE = "hoban.yaml"
 DEMO_SITE = "${HOBAN_HOME}/demo_site"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class ConfigError(ValueError):
@@ -48,6 +50,7 @@ class Settings:
         default_factory=lambda: ["person_with_helmet", "person_without_helmet"]
     )
     label_map: str = ""  # CVAT label (+ attribute) -> class; empty: labels are the class names
+    recipes: str = "${HOBAN_PROJECT}/recipes"  # one dataset asset per recipe YAML in this folder
     demo_seed: int = 7
     demo_profile: str = "demo"
     source: str = "built-in defaults"
@@ -85,7 +88,7 @@ class Settings:
 
 
 def _expand(value: str, key: str, source: str) -> Path:
-    env = dict(os.environ, HOBAN_HOME=str(hoban_home()))
+    env = dict(os.environ, HOBAN_HOME=str(hoban_home()), HOBAN_PROJECT=str(PROJECT_ROOT))
     try:
         expanded = string.Template(value).substitute(env)
     except (KeyError, ValueError) as exc:

@@ -17,6 +17,7 @@ from hoban_pipelines.settings import ConfigError
 
 EXPECTED_ASSETS = {
     "demo_site", "cvat_exports", "snapshots", "base_dataset", "capture_folders", "go2k_manual", "go2k_split", "go2k_v2_mix",
+    "dataset_helmet_quick",
 }
 
 
@@ -29,7 +30,7 @@ def test_definitions_load_with_every_asset_and_check():
     assert {"go2k_manual_boxes_inside_images", "go2k_manual_classes_valid",
             "go2k_manual_no_duplicate_content", "go2k_manual_files_present", "go2k_split_no_leakage",
             "go2k_split_classes_in_both", "go2k_v2_mix_no_leakage", "go2k_v2_mix_classes_in_both",
-            "go2k_v2_mix_lists_resolve"} <= checks
+            "go2k_v2_mix_lists_resolve", "dataset_helmet_quick_lists_resolve"} <= checks
 
 
 @pytest.fixture
@@ -57,7 +58,8 @@ def test_demo_runs_the_whole_graph_and_a_second_run_reuses_everything(small_conf
         lake = hoban_home / "lake" / "go2k_manual"
         assert [p.name for p in lake.iterdir() if not p.name.startswith(".")] == [version]
         for asset, check in [("go2k_manual", "go2k_manual_files_present"), ("go2k_split", "go2k_split_no_leakage"),
-                             ("go2k_v2_mix", "go2k_v2_mix_no_leakage"), ("go2k_v2_mix", "go2k_v2_mix_classes_in_both")]:
+                             ("go2k_v2_mix", "go2k_v2_mix_no_leakage"), ("go2k_v2_mix", "go2k_v2_mix_classes_in_both"),
+                             ("dataset_helmet_quick", "dataset_helmet_quick_lists_resolve")]:
             history = instance.event_log_storage.get_asset_check_execution_history(
                 dg.AssetCheckKey(dg.AssetKey(asset), check), limit=1
             )
@@ -68,6 +70,9 @@ def test_demo_runs_the_whole_graph_and_a_second_run_reuses_everything(small_conf
         assert upstream["go2k_split"] == split_version and upstream["go2k_manual"] == version
         assert 0 < mix.metadata["domain_share_of_training"].value < 1
         assert any("asked for 8000 images" in w for w in mix.metadata["warnings"].value)
+        recipe = instance.get_latest_materialization_event(dg.AssetKey("dataset_helmet_quick")).asset_materialization
+        assert recipe.metadata["upstream"].value["go2k_manual"] == version
+        assert any("quota 400" in w for w in recipe.metadata["warnings"].value)
 
         assert run_demo(instance=instance, echo=lines.append)
         again = instance.get_latest_materialization_event(dg.AssetKey("go2k_manual")).asset_materialization
