@@ -1,8 +1,12 @@
 """Fingerprints of the folders the team's inputs live in (CVAT exports, captures, base dataset).
 
-A fingerprint hashes every file's relative path, size and modification time: cheap enough to
-run on every observation of a capture folder with 100k frames, and it changes whenever a file
-is added, removed or rewritten.
+Two kinds, both over every file's relative path and size:
+
+- ``content=True`` adds the content: the whole file up to 1 MB (labels, exports, yaml), the
+  first and last 64 KB of larger ones (an image that changes changes there). Copying or
+  touching a folder keeps its version; editing a label changes it.
+- ``content=False`` adds the modification time instead: cheap enough to observe a capture
+  folder of 100k frames on every tick.
 """
 
 from __future__ import annotations
@@ -26,9 +30,25 @@ class FolderFingerprint:
         return self.digest[:16]
 
 
-def fingerprint_folder(root: Path, suffixes: tuple[str, ...] | None = None) -> FolderFingerprint:
+WHOLE_FILE = 1 << 20
+EDGE = 1 << 16
+
+
+def _content_digest(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        if size <= WHOLE_FILE:
+            digest.update(handle.read())
+        else:
+            digest.update(handle.read(EDGE))
+            handle.seek(size - EDGE)
+            digest.update(handle.read(EDGE))
+    return digest.hexdigest()
+
+
+def fingerprint_folder(root: Path, suffixes: tuple[str, ...] | None = None, *, content: bool = False) -> FolderFingerprint:
     """Fingerprint of every file under ``root`` (only ``suffixes``, lower-case, when given)."""
-    entries: list[tuple[str, int, int]] = []
+    entries: list[tuple[str, int, int | str]] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
@@ -36,11 +56,12 @@ def fingerprint_folder(root: Path, suffixes: tuple[str, ...] | None = None) -> F
                 continue
             path = Path(dirpath) / name
             stat = path.stat()
-            entries.append((path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns))
+            mark = _content_digest(path, stat.st_size) if content else stat.st_mtime_ns
+            entries.append((path.relative_to(root).as_posix(), stat.st_size, mark))
     entries.sort()
     digest = hashlib.sha256()
-    for rel, size, mtime in entries:
-        digest.update(f"{rel}\0{size}\0{mtime}\n".encode())
+    for rel, size, mark in entries:
+        digest.update(f"{rel}\0{size}\0{mark}\n".encode())
     suffix_counts = Counter(Path(rel).suffix.lower() or "(none)" for rel, _, _ in entries)
     return FolderFingerprint(
         digest=digest.hexdigest(),

@@ -93,7 +93,7 @@ def _manifests(handle: LakeHandle, lake: LakeResource):
     return root, pd.read_parquet(root / "manifests" / "images.parquet"), pd.read_parquet(root / "manifests" / "boxes.parquet")
 
 
-def _result(problems: list[str], what: str) -> dg.AssetCheckResult:
+def result_of(problems: list[str], what: str) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=not problems,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -104,25 +104,25 @@ def _result(problems: list[str], what: str) -> dg.AssetCheckResult:
 @dg.asset_check(asset=go2k_manual, blocking=True, description="Every box inside its image with positive area.")
 def go2k_manual_boxes_inside_images(go2k_manual: LakeHandle, lake: LakeResource) -> dg.AssetCheckResult:
     _, images, boxes = _manifests(go2k_manual, lake)
-    return _result(dataset_checks.boxes_inside_images(boxes, images), "boxes inside their images")
+    return result_of(dataset_checks.boxes_inside_images(boxes, images), "boxes inside their images")
 
 
 @dg.asset_check(asset=go2k_manual, blocking=True, description="Every class index names a project class.")
 def go2k_manual_classes_valid(go2k_manual: LakeHandle, lake: LakeResource) -> dg.AssetCheckResult:
     _, _, boxes = _manifests(go2k_manual, lake)
-    return _result(dataset_checks.classes_valid(boxes, go2k_manual.extra["classes"]), "classes valid")
+    return result_of(dataset_checks.classes_valid(boxes, go2k_manual.extra["classes"]), "classes valid")
 
 
 @dg.asset_check(asset=go2k_manual, blocking=True, description="No image content under two names.")
 def go2k_manual_no_duplicate_content(go2k_manual: LakeHandle, lake: LakeResource) -> dg.AssetCheckResult:
     _, images, _ = _manifests(go2k_manual, lake)
-    return _result(dataset_checks.duplicate_content(images), "images distinct")
+    return result_of(dataset_checks.duplicate_content(images), "images distinct")
 
 
 @dg.asset_check(asset=go2k_manual, blocking=True, description="Every referenced image and label file is present.")
 def go2k_manual_files_present(go2k_manual: LakeHandle, lake: LakeResource) -> dg.AssetCheckResult:
     root, images, _ = _manifests(go2k_manual, lake)
-    return _result(dataset_checks.files_present(root, images), "files present")
+    return result_of(dataset_checks.files_present(root, images), "files present")
 
 
 BURST_SECONDS = SplitRecipe.burst_seconds
@@ -201,7 +201,7 @@ def go2k_v2_mix(
     result = assemble_mix(base, domain, recipe)
     for warning in result.warnings:
         context.log.warning(warning)
-    base_version = fingerprint_folder(base_root).version
+    base_version = fingerprint_folder(base_root, content=True).version
     upstream = {"go2k_split": go2k_split.version, **go2k_split.extra["upstream"], "base_dataset": base_version}
     store = lake.get()
     with store.new_version("go2k_v2_mix", meta={"code_version": "1", "config": config.model_dump(), "upstream": upstream}) as version:
@@ -220,8 +220,10 @@ def go2k_v2_mix(
     })
 
 
-def _leakage_check(handle: LakeHandle, lake: LakeResource, manifest: str) -> dg.AssetCheckResult:
-    entries = pd.read_parquet(handle.resolve(lake.get().home) / "manifests" / manifest)
+def leakage_check(root: Path, manifest: str) -> dg.AssetCheckResult:
+    """No image content, near-duplicate or same-burst pair in two splits of the version at ``root``."""
+    entries = pd.read_parquet(root / "manifests" / manifest)
+    entries = entries.assign(path=[p if Path(p).is_absolute() else str(root / p) for p in entries["path"]])
     entries = entries.drop_duplicates(["split", "path"]).reset_index(drop=True)
     if "sha256" not in entries:
         entries["sha256"] = [file_sha256(Path(p)) for p in entries["path"]]
@@ -233,36 +235,36 @@ def _leakage_check(handle: LakeHandle, lake: LakeResource, manifest: str) -> dg.
         + dataset_checks.linked_across_splits(entries, pairs, "near-duplicates")
         + dataset_checks.linked_across_splits(entries, bursts, f"same camera within {BURST_SECONDS:.0f} s")
     )
-    return _result(problems, "splits disjoint by content and near-duplicates")
+    return result_of(problems, "splits disjoint by content and near-duplicates")
 
 
-def _classes_check(handle: LakeHandle, lake: LakeResource, manifest: str) -> dg.AssetCheckResult:
-    entries = pd.read_parquet(handle.resolve(lake.get().home) / "manifests" / manifest)
-    classes = handle.extra["classes"]
+def classes_check(root: Path, manifest: str, classes: list[str]) -> dg.AssetCheckResult:
+    """Every class has boxes in every split of the version at ``root``."""
+    entries = pd.read_parquet(root / "manifests" / manifest)
     table = entries.groupby("split")[[f"boxes_{name}" for name in classes]].sum()
-    return _result(dataset_checks.classes_in_every_split(table, classes), "classes present in every split")
+    return result_of(dataset_checks.classes_in_every_split(table, classes), "classes present in every split")
 
 
 @dg.asset_check(asset=go2k_split, blocking=True, description="No image content or near-duplicate in both train and valid.")
 def go2k_split_no_leakage(go2k_split: LakeHandle, lake: LakeResource) -> dg.AssetCheckResult:
-    return _leakage_check(go2k_split, lake, "split.parquet")
+    return leakage_check(go2k_split.resolve(lake.get().home), "split.parquet")
 
 
 @dg.asset_check(asset=go2k_split, blocking=True, description="Every class has boxes in train and in valid.")
 def go2k_split_classes_in_both(go2k_split: LakeHandle, lake: LakeResource) -> dg.AssetCheckResult:
-    return _classes_check(go2k_split, lake, "split.parquet")
+    return classes_check(go2k_split.resolve(lake.get().home), "split.parquet", go2k_split.extra["classes"])
 
 
 @dg.asset_check(asset=go2k_v2_mix, blocking=True, description="No image content or near-duplicate in both train and valid.")
 def go2k_v2_mix_no_leakage(go2k_v2_mix: LakeHandle, lake: LakeResource) -> dg.AssetCheckResult:
-    return _leakage_check(go2k_v2_mix, lake, "entries.parquet")
+    return leakage_check(go2k_v2_mix.resolve(lake.get().home), "entries.parquet")
 
 
 @dg.asset_check(asset=go2k_v2_mix, blocking=True, description="Every class has boxes in train and in valid.")
 def go2k_v2_mix_classes_in_both(go2k_v2_mix: LakeHandle, lake: LakeResource) -> dg.AssetCheckResult:
-    return _classes_check(go2k_v2_mix, lake, "entries.parquet")
+    return classes_check(go2k_v2_mix.resolve(lake.get().home), "entries.parquet", go2k_v2_mix.extra["classes"])
 
 
 @dg.asset_check(asset=go2k_v2_mix, blocking=True, description="Every list-file entry is an existing image.")
 def go2k_v2_mix_lists_resolve(go2k_v2_mix: LakeHandle, lake: LakeResource) -> dg.AssetCheckResult:
-    return _result(dataset_checks.list_files_resolve(go2k_v2_mix.resolve(lake.get().home)), "list entries resolve")
+    return result_of(dataset_checks.list_files_resolve(go2k_v2_mix.resolve(lake.get().home)), "list entries resolve")

@@ -10,7 +10,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 def _observe(settings: SettingsResource, key: str, what: str, suffixes=None) -> dg.ObserveResult:
     path = settings.get().require(key, what)
-    fingerprint = fingerprint_folder(path, suffixes)
+    fingerprint = fingerprint_folder(path, suffixes, content=True)
     return dg.ObserveResult(
         data_version=dg.DataVersion(fingerprint.version),
         metadata={

@@ -12,6 +12,7 @@ import dagster as dg
 
 from hoban_pipelines import dataset_checks
 from hoban_pipelines.assets.common import lake_output
+from hoban_pipelines.assets.datasets import classes_check, leakage_check, result_of
 from hoban_pipelines.inputs import fingerprint_folder
 from hoban_pipelines.lake import LakeHandle
 from hoban_pipelines.recipes import Recipe, SourceData, build_recipe
@@ -20,7 +21,12 @@ from hoban_pipelines.resources import LakeResource, SettingsResource
 from hoban_pipelines.settings import load_settings
 from hoban_pipelines.yolo import read_yolo_dataset
 
-FOLDER_SOURCES = ("base_dataset",)  # settings keys of YOLO folders; every other source is a lake asset
+FOLDER_SOURCES = ("base_dataset",)
+CHECKS = {
+    "lists_resolve": "Every list-file entry is an existing image.",
+    "no_leakage": "No image content, near-duplicate or same-burst pair in two splits.",
+    "classes_in_every_split": "Every class has boxes in every split.",
+}  # settings keys of YOLO folders; every other source is a lake asset
 
 
 def _source(name: str, handles: dict[str, LakeHandle], lake: LakeResource, settings: SettingsResource) -> tuple[SourceData, str]:
@@ -29,7 +35,7 @@ def _source(name: str, handles: dict[str, LakeHandle], lake: LakeResource, setti
         return SourceData.from_published(name, handle.resolve(lake.get().home)), handle.version
     root = settings.get().require(name, "YOLO dataset folder (with data.yaml)")
     data = read_yolo_dataset(root)
-    return SourceData(name, data.classes, data.images, data.boxes), fingerprint_folder(root).version
+    return SourceData(name, data.classes, data.images, data.boxes), fingerprint_folder(root, content=True).version
 
 
 def recipe_asset(recipe: Recipe, recipe_file: Path) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinition]:
@@ -40,7 +46,7 @@ def recipe_asset(recipe: Recipe, recipe_file: Path) -> tuple[dg.AssetsDefinition
         name=asset_name,
         group_name="datasets",
         kinds={"yolo", "parquet"},
-        code_version=f"1-{fingerprint_folder(recipe_file.parent, (recipe_file.name,)).version[:8]}",
+        code_version=f"1-{fingerprint_folder(recipe_file.parent, (recipe_file.name,), content=True).version[:8]}",
         ins={name: dg.AssetIn(key=name) for name in lake_sources},
         deps=[s.name for s in recipe.sources if s.name in FOLDER_SOURCES],
         description=f"Built by the recipe {recipe_file.name}: remap, area filters, box quotas, backgrounds, "
@@ -74,16 +80,31 @@ def recipe_asset(recipe: Recipe, recipe_file: Path) -> tuple[dg.AssetsDefinition
             "samples": dg.MetadataValue.md(png_markdown(plots / "samples.png", "samples")),
         })
 
-    @dg.asset_check(asset=_build, name=f"{asset_name}_lists_resolve", blocking=True,
-                    description="Every list-file entry is an existing image.")
-    def _lists_resolve(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
-        # the asset's name is only known here at runtime, so the version comes from its event
+    def version_root(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> Path:
+        # the asset's name is only known at runtime, so the version comes from its event
         event = context.instance.get_latest_materialization_event(dg.AssetKey(asset_name))
-        relative = event.asset_materialization.metadata["lake_path"].value
-        problems = dataset_checks.list_files_resolve(lake.get().home / relative)
-        return dg.AssetCheckResult(passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)})
+        return lake.get().home / event.asset_materialization.metadata["lake_path"].value
 
-    return _build, _lists_resolve
+    @dg.multi_asset_check(
+        specs=[
+            dg.AssetCheckSpec(f"{asset_name}_{name}", asset=asset_name, blocking=True, description=text)
+            for name, text in CHECKS.items()
+        ],
+    )
+    def _checks(context: dg.AssetCheckExecutionContext, lake: LakeResource):
+        root = version_root(context, lake)
+        results = {
+            "lists_resolve": result_of(dataset_checks.list_files_resolve(root), "list entries resolve"),
+            "no_leakage": leakage_check(root, "images.parquet"),
+            "classes_in_every_split": classes_check(root, "images.parquet", recipe.classes),
+        }
+        for name, result in results.items():
+            yield dg.AssetCheckResult(
+                check_name=f"{asset_name}_{name}", asset_key=asset_name, passed=result.passed,
+                severity=result.severity, metadata=result.metadata,
+            )
+
+    return _build, _checks
 
 
 def load_recipe_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
