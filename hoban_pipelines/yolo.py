@@ -47,6 +47,15 @@ def _names(raw, data_yaml: Path) -> list[str]:
     raise YoloFormatError(f"{data_yaml}: 'names' must list the class names (a list or a {{index: name}} mapping)")
 
 
+def read_class_names(data_yaml: Path) -> list[str]:
+    """The class names a data.yaml lists."""
+    try:
+        spec = yaml.safe_load(Path(data_yaml).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise YoloFormatError(f"cannot read {data_yaml}: {exc}") from None
+    return _names(spec.get("names") if isinstance(spec, dict) else None, Path(data_yaml))
+
+
 def image_to_label_path(image: Path) -> Path:
     """ultralytics' rule: the last ``images`` folder becomes ``labels``, the suffix ``.txt``."""
     parts = list(image.parts)

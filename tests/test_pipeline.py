@@ -29,7 +29,8 @@ def test_definitions_load_with_every_asset_and_check():
     checks = {key.name for key in graph.asset_check_keys}
     assert {"go2k_manual_boxes_inside_images", "go2k_manual_classes_valid",
             "go2k_manual_no_duplicate_content", "go2k_manual_files_present", "go2k_split_no_leakage",
-            "go2k_split_classes_in_both", "go2k_v2_mix_no_leakage", "go2k_v2_mix_classes_in_both",
+            "go2k_split_classes_in_every_split", "go2k_split_lists_resolve", "go2k_v2_mix_no_leakage",
+            "go2k_v2_mix_classes_in_every_split",
             "go2k_v2_mix_lists_resolve", "dataset_helmet_quick_lists_resolve", "dataset_helmet_quick_no_leakage",
             "dataset_helmet_quick_classes_in_every_split"} <= checks
 
@@ -59,7 +60,7 @@ def test_demo_runs_the_whole_graph_and_a_second_run_reuses_everything(small_conf
         lake = hoban_home / "lake" / "go2k_manual"
         assert [p.name for p in lake.iterdir() if not p.name.startswith(".")] == [version]
         for asset, check in [("go2k_manual", "go2k_manual_files_present"), ("go2k_split", "go2k_split_no_leakage"),
-                             ("go2k_v2_mix", "go2k_v2_mix_no_leakage"), ("go2k_v2_mix", "go2k_v2_mix_classes_in_both"),
+                             ("go2k_v2_mix", "go2k_v2_mix_no_leakage"), ("go2k_v2_mix", "go2k_v2_mix_classes_in_every_split"),
                              ("dataset_helmet_quick", "dataset_helmet_quick_lists_resolve"),
                              ("dataset_helmet_quick", "dataset_helmet_quick_no_leakage"),
                              ("dataset_helmet_quick", "dataset_helmet_quick_classes_in_every_split")]:

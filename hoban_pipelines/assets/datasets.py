@@ -16,7 +16,7 @@ from hoban_pipelines.mixing import MixRecipe, SplitRecipe, assemble_mix, split_m
 from hoban_pipelines.reports import markdown_table, png_markdown
 from hoban_pipelines.resources import LakeResource, SettingsResource
 from hoban_pipelines.splitting import time_groups
-from hoban_pipelines.yolo import YoloFormatError, list_yolo_dataset
+from hoban_pipelines.yolo import YoloFormatError, list_yolo_dataset, read_class_names
 
 GO2K_MANUAL_CODE_VERSION = "1"
 
@@ -238,33 +238,47 @@ def leakage_check(root: Path, manifest: str) -> dg.AssetCheckResult:
     return result_of(problems, "splits disjoint by content and near-duplicates")
 
 
-def classes_check(root: Path, manifest: str, classes: list[str]) -> dg.AssetCheckResult:
-    """Every class has boxes in every split of the version at ``root``."""
+def classes_check(root: Path, manifest: str) -> dg.AssetCheckResult:
+    """Every class of the version's data.yaml has boxes in every split."""
+    classes = read_class_names(root / "data.yaml")
     entries = pd.read_parquet(root / "manifests" / manifest)
     table = entries.groupby("split")[[f"boxes_{name}" for name in classes]].sum()
     return result_of(dataset_checks.classes_in_every_split(table, classes), "classes present in every split")
 
 
-@dg.asset_check(asset=go2k_split, blocking=True, description="No image content or near-duplicate in both train and valid.")
-def go2k_split_no_leakage(go2k_split: LakeHandle, lake: LakeResource) -> dg.AssetCheckResult:
-    return leakage_check(go2k_split.resolve(lake.get().home), "split.parquet")
+SPLIT_CHECKS = {
+    "lists_resolve": "Every list-file entry is an existing image.",
+    "no_leakage": "No image content, near-duplicate or same-burst pair in two splits.",
+    "classes_in_every_split": "Every class has boxes in every split.",
+}
 
 
-@dg.asset_check(asset=go2k_split, blocking=True, description="Every class has boxes in train and in valid.")
-def go2k_split_classes_in_both(go2k_split: LakeHandle, lake: LakeResource) -> dg.AssetCheckResult:
-    return classes_check(go2k_split.resolve(lake.get().home), "split.parquet", go2k_split.extra["classes"])
+def split_dataset_checks(asset_name: str, manifest: str) -> dg.AssetChecksDefinition:
+    """The blocking checks every split dataset gets (go2k_split, go2k_v2_mix, each recipe)."""
+
+    @dg.multi_asset_check(
+        name=f"{asset_name}_split_checks",
+        specs=[
+            dg.AssetCheckSpec(f"{asset_name}_{check}", asset=asset_name, blocking=True, description=text)
+            for check, text in SPLIT_CHECKS.items()
+        ],
+    )
+    def _checks(context: dg.AssetCheckExecutionContext, lake: LakeResource):
+        event = context.instance.get_latest_materialization_event(dg.AssetKey(asset_name))
+        root = lake.get().home / event.asset_materialization.metadata["lake_path"].value
+        results = {
+            "lists_resolve": result_of(dataset_checks.list_files_resolve(root), "list entries resolve"),
+            "no_leakage": leakage_check(root, manifest),
+            "classes_in_every_split": classes_check(root, manifest),
+        }
+        for check, result in results.items():
+            yield dg.AssetCheckResult(
+                check_name=f"{asset_name}_{check}", asset_key=asset_name, passed=result.passed,
+                severity=result.severity, metadata=result.metadata,
+            )
+
+    return _checks
 
 
-@dg.asset_check(asset=go2k_v2_mix, blocking=True, description="No image content or near-duplicate in both train and valid.")
-def go2k_v2_mix_no_leakage(go2k_v2_mix: LakeHandle, lake: LakeResource) -> dg.AssetCheckResult:
-    return leakage_check(go2k_v2_mix.resolve(lake.get().home), "entries.parquet")
-
-
-@dg.asset_check(asset=go2k_v2_mix, blocking=True, description="Every class has boxes in train and in valid.")
-def go2k_v2_mix_classes_in_both(go2k_v2_mix: LakeHandle, lake: LakeResource) -> dg.AssetCheckResult:
-    return classes_check(go2k_v2_mix.resolve(lake.get().home), "entries.parquet", go2k_v2_mix.extra["classes"])
-
-
-@dg.asset_check(asset=go2k_v2_mix, blocking=True, description="Every list-file entry is an existing image.")
-def go2k_v2_mix_lists_resolve(go2k_v2_mix: LakeHandle, lake: LakeResource) -> dg.AssetCheckResult:
-    return result_of(dataset_checks.list_files_resolve(go2k_v2_mix.resolve(lake.get().home)), "list entries resolve")
+go2k_split_checks = split_dataset_checks("go2k_split", "split.parquet")
+go2k_v2_mix_checks = split_dataset_checks("go2k_v2_mix", "entries.parquet")

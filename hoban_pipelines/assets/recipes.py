@@ -10,9 +10,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from hoban_pipelines import dataset_checks
 from hoban_pipelines.assets.common import lake_output
-from hoban_pipelines.assets.datasets import classes_check, leakage_check, result_of
+from hoban_pipelines.assets.datasets import split_dataset_checks
 from hoban_pipelines.inputs import fingerprint_folder
 from hoban_pipelines.lake import LakeHandle
 from hoban_pipelines.recipes import Recipe, SourceData, build_recipe
@@ -21,12 +20,7 @@ from hoban_pipelines.resources import LakeResource, SettingsResource
 from hoban_pipelines.settings import load_settings
 from hoban_pipelines.yolo import read_yolo_dataset
 
-FOLDER_SOURCES = ("base_dataset",)
-CHECKS = {
-    "lists_resolve": "Every list-file entry is an existing image.",
-    "no_leakage": "No image content, near-duplicate or same-burst pair in two splits.",
-    "classes_in_every_split": "Every class has boxes in every split.",
-}  # settings keys of YOLO folders; every other source is a lake asset
+FOLDER_SOURCES = ("base_dataset",)  # settings keys of YOLO folders; every other source is a lake asset
 
 
 def _source(name: str, handles: dict[str, LakeHandle], lake: LakeResource, settings: SettingsResource) -> tuple[SourceData, str]:
@@ -80,31 +74,7 @@ def recipe_asset(recipe: Recipe, recipe_file: Path) -> tuple[dg.AssetsDefinition
             "samples": dg.MetadataValue.md(png_markdown(plots / "samples.png", "samples")),
         })
 
-    def version_root(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> Path:
-        # the asset's name is only known at runtime, so the version comes from its event
-        event = context.instance.get_latest_materialization_event(dg.AssetKey(asset_name))
-        return lake.get().home / event.asset_materialization.metadata["lake_path"].value
-
-    @dg.multi_asset_check(
-        specs=[
-            dg.AssetCheckSpec(f"{asset_name}_{name}", asset=asset_name, blocking=True, description=text)
-            for name, text in CHECKS.items()
-        ],
-    )
-    def _checks(context: dg.AssetCheckExecutionContext, lake: LakeResource):
-        root = version_root(context, lake)
-        results = {
-            "lists_resolve": result_of(dataset_checks.list_files_resolve(root), "list entries resolve"),
-            "no_leakage": leakage_check(root, "images.parquet"),
-            "classes_in_every_split": classes_check(root, "images.parquet", recipe.classes),
-        }
-        for name, result in results.items():
-            yield dg.AssetCheckResult(
-                check_name=f"{asset_name}_{name}", asset_key=asset_name, passed=result.passed,
-                severity=result.severity, metadata=result.metadata,
-            )
-
-    return _build, _checks
+    return _build, split_dataset_checks(asset_name, "images.parquet")
 
 
 def load_recipe_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
