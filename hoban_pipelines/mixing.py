@@ -18,7 +18,7 @@ import yaml
 
 from hoban_pipelines import dedup
 from hoban_pipelines.splitting import grouped_stratified_split, time_groups
-from hoban_pipelines.yolo import YoloListing, parse_label_file
+from hoban_pipelines.yolo import YoloListing, image_size, parse_label_file
 
 TRAIN, VALID = "train", "valid"
 
@@ -70,21 +70,36 @@ class MixRecipe:
 class MixResult:
     entries: pd.DataFrame  # source, split, path, label_path, copies, camera, timestamp (domain only)
     warnings: list[str] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), skipped
 
 
-def _sample(frame: pd.DataFrame, wanted: int, what: str, seed: int, warnings: list[str]) -> pd.DataFrame:
-    if wanted > len(frame):
-        warnings.append(f"{what}: asked for {wanted} images but there are {len(frame)}; taking all {len(frame)}")
-        return frame
-    picked = np.random.default_rng(seed).choice(len(frame), size=wanted, replace=False)
+def _sample(frame: pd.DataFrame, wanted: int, what: str, seed: int, warnings: list[str], unreadable: list) -> pd.DataFrame:
+    """``wanted`` readable images in a seeded order; unreadable ones are skipped and listed."""
+    order = np.random.default_rng(seed).permutation(len(frame))
+    picked: list[int] = []
+    for position in order:
+        if len(picked) == wanted:
+            break
+        problem = image_size(Path(frame["path"].iloc[position]))
+        if isinstance(problem, str):
+            unreadable.append((frame["path"].iloc[position], problem))
+        else:
+            picked.append(position)
+    if len(picked) < wanted:
+        warnings.append(f"{what}: asked for {wanted} images but there are {len(picked)} readable; taking all {len(picked)}")
     return frame.iloc[np.sort(picked)]
 
 
 def assemble_mix(base: YoloListing, domain: pd.DataFrame, recipe: MixRecipe) -> MixResult:
     """Choose the mix's entries. ``domain`` has path, label_path, split (train/valid), absolute paths."""
     warnings: list[str] = []
-    base_train = _sample(base.entries[base.entries["split"] == "train"], recipe.base_train, "base train", recipe.seed, warnings)
-    base_valid = _sample(base.entries[base.entries["split"] == "val"], recipe.base_valid, "base valid", recipe.seed + 1, warnings)
+    unreadable: list[tuple[str, str]] = []
+    splits = base.entries["split"]
+    base_train = _sample(base.entries[splits == "train"], recipe.base_train, "base train", recipe.seed, warnings, unreadable)
+    base_valid = _sample(base.entries[splits == "val"], recipe.base_valid, "base valid", recipe.seed + 1, warnings, unreadable)
+    if unreadable:
+        shown = "; ".join(f"{path} ({why})" for path, why in unreadable[:5])
+        warnings.append(f"{len(unreadable)} base image(s) cannot be read and were skipped: {shown}")
     parts = [
         base_train.assign(source="base", split=TRAIN, copies=1),
         base_valid.assign(source="base", split=VALID, copies=1),
@@ -93,7 +108,7 @@ def assemble_mix(base: YoloListing, domain: pd.DataFrame, recipe: MixRecipe) -> 
     ]
     columns = ["source", "split", "path", "label_path", "copies", "camera", "timestamp"]
     entries = pd.concat([p.reindex(columns=columns) for p in parts], ignore_index=True)
-    return MixResult(entries=entries, warnings=warnings)
+    return MixResult(entries=entries, warnings=warnings, unreadable=unreadable)
 
 
 def write_lists(entries: pd.DataFrame, out_dir: Path, classes: list[str]) -> None:

@@ -47,6 +47,15 @@ def _names(raw, data_yaml: Path) -> list[str]:
     raise YoloFormatError(f"{data_yaml}: 'names' must list the class names (a list or a {{index: name}} mapping)")
 
 
+def image_size(path: Path) -> tuple[int, int] | str:
+    """(width, height) from the image header, or why it cannot be read."""
+    try:
+        with Image.open(path) as probe:
+            return probe.size
+    except (OSError, UnidentifiedImageError) as exc:
+        return str(exc) or type(exc).__name__
+
+
 def read_class_names(data_yaml: Path) -> list[str]:
     """The class names a data.yaml lists."""
     try:
@@ -165,12 +174,11 @@ def load_entries(listing: YoloListing, entries: pd.DataFrame | None = None) -> Y
     entries = listing.entries if entries is None else entries
     image_rows, box_rows, unreadable = [], [], []
     for row in entries.itertuples(index=False):
-        try:
-            with Image.open(row.path) as probe:
-                width, height = probe.size
-        except (OSError, UnidentifiedImageError) as exc:
-            unreadable.append((row.path, str(exc) or type(exc).__name__))
+        size = image_size(Path(row.path))
+        if isinstance(size, str):
+            unreadable.append((row.path, size))
             continue
+        width, height = size
         label = Path(row.label_path)
         boxes = parse_label_file(label, len(listing.classes)) if label.is_file() else []
         image_rows.append({**row._asdict(), "width": width, "height": height, "sha256": _sha256(Path(row.path))})

@@ -70,7 +70,7 @@ def test_mix_oversamples_domain_and_clamps_with_warnings(manual, split, demo_pro
                           label_path=[str(root / p) for p in split["label_path"]])
     base = list_yolo_dataset(demo_profile_site / "base_dataset")
     result = assemble_mix(base, domain, MixRecipe())
-    assert any("base train: asked for 8000 images but there are 300" in w for w in result.warnings)
+    assert any("base train: asked for 8000 images but there are 300 readable" in w for w in result.warnings)
     out = tmp_path / "mix"
     out.mkdir()
     counts = write_mix(result, CLASSES, out)
@@ -149,3 +149,17 @@ def test_missing_data_yaml_and_split(tmp_path):
     (tmp_path / "data.yaml").write_text("train: images/train\nnames: [a]\n")
     with pytest.raises(YoloFormatError, match="split entry 'images/train' is neither a folder nor a .txt list"):
         list_yolo_dataset(tmp_path)
+
+
+def test_mix_skips_and_counts_undecodable_base_images(small_site, split, manual, tmp_path):
+    root = _tiny_dataset(small_site, tmp_path)
+    broken = sorted((root / "images" / "train").glob("*.jpg"))[:2]
+    for path in broken:
+        path.write_bytes(b"\xff\xd8 truncated")
+    domain = split.assign(path=[str(manual[0] / p) for p in split["path"]],
+                          label_path=[str(manual[0] / p) for p in split["label_path"]])
+    result = assemble_mix(list_yolo_dataset(root), domain, MixRecipe(base_train=100, base_valid=5))
+    assert sorted(Path(p).name for p, _ in result.unreadable) == sorted(p.name for p in broken)
+    assert not set(map(str, broken)) & set(result.entries["path"])
+    assert any("2 base image(s) cannot be read" in w for w in result.warnings)
+    assert (result.entries["source"] == "base").sum() == 28 + 5  # 30 train - 2 broken, all 8 val capped at 5

@@ -216,6 +216,7 @@ def go2k_v2_mix(
         "mix": dg.MetadataValue.md(markdown_table(rows, ["split/source", "entries", *[f"boxes_{c}" for c in classes]])),
         "domain_share_of_training": dg.MetadataValue.float(counts["domain_share_of_training"]),
         "warnings": dg.MetadataValue.json(result.warnings),
+        "unreadable_images_skipped": len(result.unreadable),
         "upstream": dg.MetadataValue.json(upstream),
     })
 
