@@ -163,3 +163,11 @@ def test_mix_skips_and_counts_undecodable_base_images(small_site, split, manual,
     assert not set(map(str, broken)) & set(result.entries["path"])
     assert any("2 base image(s) cannot be read" in w for w in result.warnings)
     assert (result.entries["source"] == "base").sum() == 28 + 5  # 30 train - 2 broken, all 8 val capped at 5
+
+
+def test_mix_benchmark_reports_exactly_its_keys(tmp_path):
+    from hoban_pipelines.bench import mix as bench
+
+    figures = bench.run(workdir=tmp_path, dedup_images=2000)
+    assert list(figures) == ["entries", "image_bytes_copied", "seconds", "dedup_images", "dedup_seconds"]
+    assert figures["entries"] == 12000 and figures["image_bytes_copied"] == 0 and figures["dedup_images"] == 2000
