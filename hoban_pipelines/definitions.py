@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import dagster as dg
 
-from hoban_pipelines.assets import datasets, demo, inputs
+from hoban_pipelines.assets import datasets, demo, inputs, models
 from hoban_pipelines.assets.recipes import load_recipe_assets
 from hoban_pipelines.jobs import all_jobs
-from hoban_pipelines.resources import LakeHandleIOManager, LakeResource, SettingsResource
+from hoban_pipelines.resources import LakeHandleIOManager, LakeResource, SettingsResource, YoloRuntime
 
 recipe_assets, recipe_checks = load_recipe_assets()
 
 defs = dg.Definitions(
-    assets=[*dg.load_assets_from_modules([demo, inputs, datasets]), *recipe_assets],
+    assets=[*dg.load_assets_from_modules([demo, inputs, datasets, models]), *recipe_assets],
     asset_checks=[*dg.load_asset_checks_from_modules([datasets]), *recipe_checks],
     jobs=all_jobs,
     resources={
         "lake": LakeResource(),
         "settings": SettingsResource(),
         "io_manager": LakeHandleIOManager(),
+        "yolo": YoloRuntime(),
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),
     },
 )

@@ -30,6 +30,8 @@ class FolderFingerprint:
         return self.digest[:16]
 
 
+# ultralytics writes labels/<split>.cache beside the labels of whatever it trains on: not content
+IGNORED_SUFFIXES = (".cache",)
 WHOLE_FILE = 1 << 20
 EDGE = 1 << 16
 
@@ -52,7 +54,7 @@ def fingerprint_folder(root: Path, suffixes: tuple[str, ...] | None = None, *, c
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
-            if name.startswith(".") or (suffixes and not name.lower().endswith(suffixes)):
+            if name.startswith(".") or name.endswith(IGNORED_SUFFIXES) or (suffixes and not name.lower().endswith(suffixes)):
                 continue
             path = Path(dirpath) / name
             stat = path.stat()

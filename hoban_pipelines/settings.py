@@ -51,6 +51,7 @@ class Settings:
     )
     label_map: str = ""  # CVAT label (+ attribute) -> class; empty: labels are the class names
     recipes: str = "${HOBAN_PROJECT}/recipes"  # one dataset asset per recipe YAML in this folder
+    train_profile: str = "demo"  # demo: short runs that fit the demo; full: the recipes' own numbers
     demo_seed: int = 7
     demo_profile: str = "demo"
     source: str = "built-in defaults"

@@ -26,3 +26,6 @@ def test_suffix_filter_and_hidden_files_are_ignored(tmp_path):
     (tmp_path / ".tmp-partial.xml").write_text("half")
     (tmp_path / "notes.md").write_text("x")
     assert fingerprint_folder(tmp_path, (".xml", ".zip")).files == 1
+    before = fingerprint_folder(tmp_path, content=True).digest
+    (tmp_path / "train.cache").write_bytes(b"ultralytics label cache")  # written by every training
+    assert fingerprint_folder(tmp_path, content=True).digest == before

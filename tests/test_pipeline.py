@@ -17,7 +17,8 @@ from hoban_pipelines.settings import ConfigError
 
 EXPECTED_ASSETS = {
     "demo_site", "cvat_exports", "snapshots", "base_dataset", "capture_folders", "go2k_manual", "go2k_split", "go2k_v2_mix",
-    "dataset_helmet_quick",
+    "dataset_helmet_quick", "base_model", "model_go2k_finetune_sgd", "model_go2k_finetune_adamw", "model_go2k_v2",
+    "model_comparison",
 }
 
 
@@ -38,7 +39,7 @@ def test_definitions_load_with_every_asset_and_check():
 @pytest.fixture
 def small_config(hoban_home, tmp_path, monkeypatch):
     config = tmp_path / "hoban.yaml"
-    config.write_text("demo_profile: small\n")
+    config.write_text("demo_profile: small\ntrain_profile: test\n")
     monkeypatch.setenv("HOBAN_CONFIG", str(config))
     return config
 
@@ -74,6 +75,14 @@ def test_demo_runs_the_whole_graph_and_a_second_run_reuses_everything(small_conf
         assert upstream["go2k_split"] == split_version and upstream["go2k_manual"] == version
         assert 0 < mix.metadata["domain_share_of_training"].value < 1
         assert any("asked for 8000 images" in w for w in mix.metadata["warnings"].value)
+        model = instance.get_latest_materialization_event(dg.AssetKey("model_go2k_v2")).asset_materialization
+        for key in ("val/mAP50", "val/mAP50-95", "val/precision", "val/recall"):
+            assert isinstance(model.metadata[key].value, float), key
+        assert model.metadata["upstream"].value["go2k_v2_mix"] == mix.metadata["version"].value
+        model_dir = hoban_home / model.metadata["lake_path"].value
+        assert (model_dir / "weights" / "best.pt").is_file() and (model_dir / "curves.png").is_file()
+        comparison = instance.get_latest_materialization_event(dg.AssetKey("model_comparison")).asset_materialization
+        assert "model_go2k_finetune_adamw" in comparison.metadata["models"].value
         recipe = instance.get_latest_materialization_event(dg.AssetKey("dataset_helmet_quick")).asset_materialization
         assert recipe.metadata["upstream"].value["go2k_manual"] == version
         assert any("quota 400" in w for w in recipe.metadata["warnings"].value)

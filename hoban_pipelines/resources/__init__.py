@@ -1,6 +1,7 @@
-"""Dagster resources: the lake (storage root and handle IO manager) and the user's settings."""
+"""Dagster resources: the lake (storage root and handle IO manager), the user's settings, the YOLO runtime."""
 
 from hoban_pipelines.resources.lake import LakeHandleIOManager, LakeResource
 from hoban_pipelines.resources.settings import SettingsResource
+from hoban_pipelines.resources.yolo import YoloRuntime
 
-__all__ = ["LakeHandleIOManager", "LakeResource", "SettingsResource"]
+__all__ = ["LakeHandleIOManager", "LakeResource", "SettingsResource", "YoloRuntime"]

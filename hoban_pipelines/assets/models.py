@@ -1,0 +1,170 @@
+"""Model checkpoints as assets: YOLO training in a child process through Dagster Pipes.
+
+Each model trains on the exact dataset version upstream, from the base checkpoint, in the
+``gpu`` pool (one training at a time). The child streams every epoch's metrics into the run
+log and reports the materialization; this side publishes the checkpoint, its metrics, plots
+and recipe as an immutable lake version. A retried or re-executed run keeps its scratch folder
+(keyed by the root run id), so training resumes from its last checkpoint instead of starting over.
+"""
+
+import json
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import dagster as dg
+
+from hoban_pipelines.assets.common import lake_output
+from hoban_pipelines.lake import LakeHandle, file_sha256
+from hoban_pipelines.model_report import comparison_plot, comparison_table
+from hoban_pipelines.reports import markdown_table, png_markdown
+from hoban_pipelines.resources import LakeResource, SettingsResource, YoloRuntime
+from hoban_pipelines.train_child import SUMMARY_FILE as SUMMARY
+from hoban_pipelines.training import RECIPES, TrainJob, for_profile, load_checkpoint, resolve_device
+from hoban_pipelines.yolo import list_yolo_dataset
+
+SCRATCH = "runs"  # under HOBAN_HOME: ultralytics' working folders, kept for resuming
+SCAFFOLD = "yolov8n.yaml"  # what the demo's base model is built from (no pretrained weights offline)
+ARTIFACTS = ("weights/best.pt", "weights/last.pt", "results.csv", "curves.png", "confusion.png", SUMMARY)
+
+# model asset -> (recipe, training data asset)
+MODELS = {
+    "model_go2k_finetune_sgd": ("finetune_sgd", "go2k_split"),
+    "model_go2k_finetune_adamw": ("finetune_adamw", "go2k_split"),
+    "model_go2k_v2": ("go2k_v2", "go2k_v2_mix"),
+}
+
+
+def _train(
+    context: dg.AssetExecutionContext,
+    *,
+    asset: str,
+    recipe_name: str,
+    data_yaml: Path,
+    train_images: int,
+    model: str,
+    upstream: dict[str, str],
+    lake: LakeResource,
+    settings: SettingsResource,
+    runtime: YoloRuntime,
+    pipes: dg.PipesSubprocessClient,
+) -> dg.MaterializeResult:
+    site = settings.get()
+    recipe = for_profile(RECIPES[recipe_name], site.train_profile, train_images=train_images)
+    if runtime.batch:
+        recipe = replace(recipe, batch=runtime.batch)
+    device = resolve_device(runtime.device)
+    store = lake.get()
+    run_dir = store.home / SCRATCH / asset / (context.run.root_run_id or context.run.run_id)
+    job = TrainJob(
+        recipe=recipe, data_yaml=str(data_yaml), model=model, run_dir=str(run_dir), device=device,
+        workers=runtime.workers, amp=runtime.amp and device != "cpu", cache=runtime.cache, classes=site.classes,
+    ).as_extras()
+    context.log.info(f"training {asset} with {recipe.name} on {device}: {json.dumps(job['recipe'])}")
+    invocation = pipes.run(
+        context=context,
+        command=[sys.executable, "-m", "hoban_pipelines.train_child"],
+        extras=job,
+        env={"YOLO_OFFLINE": "1"},
+    )
+    reported = invocation.get_materialize_result()
+    meta = {"recipe": job["recipe"], "upstream": upstream, "device": device}
+    with store.new_version(asset, meta=meta) as version:
+        for relative in ARTIFACTS:
+            source = run_dir / relative
+            if source.is_file():
+                (version.path / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, version.path / relative)
+        (version.path / "recipe.json").write_text(json.dumps(job, indent=2, sort_keys=True))
+        version.digest = file_sha256(version.path / "weights" / "best.pt")
+    handle = store.handle_for(version.final_path, asset=asset, version=version.version,
+                              extra={"classes": site.classes, "upstream": upstream, "recipe": recipe.name})
+    return dg.MaterializeResult(
+        value=handle,
+        data_version=dg.DataVersion(version.version),
+        metadata={
+            **reported.metadata,
+            "version": version.version,
+            "lake_path": dg.MetadataValue.path(handle.path),
+            "upstream": dg.MetadataValue.json(upstream),
+        },
+    )
+
+
+@dg.asset(group_name="models", kinds={"pytorch"}, pool="gpu", code_version="1", deps=["base_dataset"])
+def base_model(
+    context: dg.AssetExecutionContext, lake: LakeResource, settings: SettingsResource, yolo: YoloRuntime,
+    pipes_subprocess_client: dg.PipesSubprocessClient,
+) -> dg.MaterializeResult:
+    """The starting checkpoint ("v13 stage2 best.pt", setting ``base_checkpoint``), versioned by
+    sha256. Without one (the demo: no pretrained weights, no internet) a small base model is
+    trained from a yaml on the base dataset, and that checkpoint plays the base role."""
+    site = settings.get()
+    store = lake.get()
+    if site.base_checkpoint:
+        checkpoint = load_checkpoint(site.path("base_checkpoint"))
+        with store.new_version("base_model", meta={"source": str(checkpoint.path)}) as version:
+            (version.path / "weights").mkdir()
+            shutil.copy2(checkpoint.path, version.path / "weights" / "best.pt")
+            version.digest = checkpoint.sha256
+        handle = store.handle_for(version.final_path, asset="base_model", version=version.version,
+                                  extra={"classes": checkpoint.classes, "source": str(checkpoint.path)})
+        return dg.MaterializeResult(value=handle, data_version=dg.DataVersion(checkpoint.sha256[:16]), metadata={
+            "source": dg.MetadataValue.path(str(checkpoint.path)), "sha256": checkpoint.sha256,
+            "classes": dg.MetadataValue.json(checkpoint.classes), "version": version.version,
+            "lake_path": dg.MetadataValue.path(handle.path),
+        })
+    base_root = site.require("base_dataset", "YOLO dataset folder (with data.yaml)")
+    train_images = int((list_yolo_dataset(base_root).entries["split"] == "train").sum())
+    return _train(context, asset="base_model", recipe_name="base_from_scratch", data_yaml=base_root / "data.yaml",
+                  train_images=train_images, model=SCAFFOLD, upstream={"base_dataset": str(base_root)}, lake=lake, settings=settings,
+                  runtime=yolo, pipes=pipes_subprocess_client)
+
+
+def model_asset(asset: str, recipe_name: str, data_asset: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=asset, group_name="models", kinds={"pytorch"}, pool="gpu", code_version="1",
+        ins={"data": dg.AssetIn(data_asset), "base": dg.AssetIn("base_model")},
+        description=f"YOLO trained with the {recipe_name} recipe on {data_asset}, from base_model.",
+    )
+    def _model(
+        context: dg.AssetExecutionContext, lake: LakeResource, settings: SettingsResource, yolo: YoloRuntime,
+        pipes_subprocess_client: dg.PipesSubprocessClient, data: LakeHandle, base: LakeHandle,
+    ) -> dg.MaterializeResult:
+        home = lake.get().home
+        return _train(
+            context, asset=asset, recipe_name=recipe_name, data_yaml=data.resolve(home) / "data.yaml",
+            train_images=sum(1 for line in (data.resolve(home) / "train.txt").read_text().splitlines() if line),
+            model=str(base.resolve(home) / "weights" / "best.pt"),
+            upstream={data_asset: data.version, "base_model": base.version, **data.extra.get("upstream", {})},
+            lake=lake, settings=settings, runtime=yolo, pipes=pipes_subprocess_client,
+        )
+
+    return _model
+
+
+model_assets = [model_asset(asset, recipe, data) for asset, (recipe, data) in MODELS.items()]
+
+
+@dg.asset(
+    group_name="models", kinds={"pandas"}, code_version="1",
+    ins={name: dg.AssetIn(name) for name in ["base_model", *MODELS]},
+)
+def model_comparison(context: dg.AssetExecutionContext, lake: LakeResource, **models: LakeHandle) -> dg.Output[LakeHandle]:
+    """Every model's validation metrics side by side, overall and per class, like the team's table."""
+    store = lake.get()
+    summaries = {name: json.loads((handle.resolve(store.home) / SUMMARY).read_text())
+                 for name, handle in models.items() if (handle.resolve(store.home) / SUMMARY).is_file()}
+    table = comparison_table(summaries)
+    with store.new_version("model_comparison", meta={"models": {n: h.version for n, h in models.items()}}) as version:
+        table.to_csv(version.path / "comparison.csv", index=False)
+        comparison_plot(table, version.path / "comparison.png")
+    handle = store.handle_for(version.final_path, asset="model_comparison", version=version.version,
+                              counts={"models": len(summaries)})
+    rows = table.round(3).to_dict("records")
+    return lake_output(handle, {
+        "models": dg.MetadataValue.md(markdown_table([r for r in rows if r["class"] == "all"], list(table.columns))),
+        "per_class": dg.MetadataValue.md(markdown_table([r for r in rows if r["class"] != "all"], list(table.columns))),
+        "plot": dg.MetadataValue.md(png_markdown(version.final_path / "comparison.png", "model comparison")),
+    })

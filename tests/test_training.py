@@ -1,0 +1,316 @@
+"""Training: recipes, the checks that fail before ultralytics starts, and real tiny runs of the
+child process without Dagster (one epoch of yolov8n.yaml at 64 px), a killed run resuming,
+and a checkpoint re-headed to other classes. Every run is offline: the child gets a proxy
+that refuses connections, and no file may appear in ultralytics' font or weights folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hoban_pipelines.lake import file_sha256
+from hoban_pipelines.train_child import SUMMARY_FILE, materialization_metadata, train
+from hoban_pipelines.training import (
+    DEMO_MIN_EPOCHS,
+    RECIPES,
+    RunState,
+    TrainingError,
+    TrainJob,
+    TrainRecipe,
+    check_classes,
+    for_profile,
+    load_checkpoint,
+    record_job,
+    resolve_device,
+    run_state,
+    training_data_yaml,
+)
+
+CLASSES = ["person_with_helmet", "person_without_helmet"]
+# requests and curl honour these: any download attempt fails at once instead of reaching out
+NO_NETWORK = {key: "http://127.0.0.1:9" for key in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY")}
+# the first attempt of the resume test dies right after epoch 1's checkpoint, as a SIGKILL would
+DIE_AFTER_FIRST_CHECKPOINT = (
+    "import os, runpy, sys\n"
+    "from ultralytics.utils import callbacks\n"
+    "callbacks.default_callbacks['on_model_save'].append(lambda trainer: os._exit(137))\n"
+    "sys.argv = ['train_child', '--job', sys.argv[1]]\n"
+    "runpy.run_module('hoban_pipelines.train_child', run_name='__main__')\n"
+)
+
+
+def ultralytics_downloads() -> set[str]:
+    """Files in the folders ultralytics downloads fonts and weights into."""
+    from ultralytics.utils import USER_CONFIG_DIR, WEIGHTS_DIR
+
+    return {str(p) for folder in (USER_CONFIG_DIR, WEIGHTS_DIR) if folder.is_dir() for p in folder.rglob("*")}
+
+
+def make_job(data_yaml: Path, run_dir: Path, **changes) -> TrainJob:
+    recipe = for_profile(RECIPES["base_from_scratch"], "test")
+    job = TrainJob(recipe=recipe, data_yaml=str(data_yaml), model="yolov8n.yaml", run_dir=str(run_dir), device="cpu", workers=0)
+    return replace(job, **changes)
+
+
+def run_child(job: TrainJob, cwd: Path, script: str | None = None) -> subprocess.CompletedProcess:
+    """The child as Dagster would start it, but with ``--job`` instead of pipes."""
+    job_file = cwd / f"job-{Path(job.run_dir).name}.json"
+    job_file.write_text(json.dumps(job.as_extras()))
+    command = ["-c", script, str(job_file)] if script else ["-m", "hoban_pipelines.train_child", "--job", str(job_file)]
+    env = {**os.environ, **NO_NETWORK, "YOLO_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    return subprocess.run([sys.executable, *command], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+class RecordingContext:
+    """The part of a dagster-pipes context the training loop talks to."""
+
+    def __init__(self):
+        self.messages: list[dict] = []
+
+    def report_custom_message(self, payload: dict) -> None:
+        self.messages.append(payload)
+
+
+@pytest.fixture(scope="module")
+def data_yaml(small_site, tmp_path_factory) -> Path:
+    """A copy of the small demo site's base dataset (30 train / 8 val): ultralytics writes label caches beside it."""
+    target = tmp_path_factory.mktemp("dataset") / "base_dataset"
+    shutil.copytree(small_site / "base_dataset", target)
+    return target / "data.yaml"
+
+
+@pytest.fixture(scope="module")
+def trained(data_yaml, tmp_path_factory):
+    """One finished child run: (job, completed process, ultralytics download folders before it)."""
+    work = tmp_path_factory.mktemp("trained")
+    before = ultralytics_downloads()
+    job = make_job(data_yaml, work / "run")
+    return job, run_child(job, work), before
+
+
+# --- recipes -----------------------------------------------------------------------------
+
+
+def test_recipes_carry_the_teams_numbers():
+    assert (RECIPES["finetune_sgd"].optimizer, RECIPES["finetune_sgd"].lr0) == ("SGD", 0.005)
+    assert (RECIPES["finetune_adamw"].optimizer, RECIPES["finetune_adamw"].lr0) == ("AdamW", 0.0002)
+    v2 = RECIPES["go2k_v2"]
+    assert (v2.optimizer, v2.lr0, v2.cos_lr, v2.epochs, v2.patience) == ("SGD", 0.005, True, 100, 20)
+    assert (v2.mosaic, v2.mixup, v2.degrees, v2.erasing) == (1.0, 0.1, 5.0, 0.1)
+    assert RECIPES["go2k_v3"].imgsz == 1280 and RECIPES["go2k_v3"].copy_paste > 0
+
+
+def test_profiles_shrink_runs():
+    v3 = RECIPES["go2k_v3"]
+    assert for_profile(v3, "full") is v3
+    demo = for_profile(v3, "demo")
+    assert demo.epochs < v3.epochs and demo.imgsz < v3.imgsz and demo.lr0 == v3.lr0 and demo.copy_paste == v3.copy_paste
+    assert (for_profile(v3, "test").epochs, for_profile(v3, "test").imgsz) == (1, 64)
+    # the demo spends about the same time on a small set as on an oversampled mix
+    assert for_profile(v3, "demo", train_images=96).epochs == demo.epochs
+    assert for_profile(v3, "demo", train_images=1070).epochs < demo.epochs
+    assert for_profile(v3, "demo", train_images=100_000).epochs == DEMO_MIN_EPOCHS
+    with pytest.raises(TrainingError, match="unknown training profile 'huge'"):
+        for_profile(v3, "huge")
+
+
+def test_recipe_round_trip_and_bad_recipes():
+    recipe = replace(RECIPES["go2k_v2"], extra={"close_mosaic": 5})
+    assert TrainRecipe.from_dict(recipe.as_dict()) == recipe
+    with pytest.raises(TrainingError, match=r"unknown keys \['lr'\]"):
+        TrainRecipe.from_dict({**recipe.as_dict(), "lr": 0.1})
+    with pytest.raises(TrainingError, match="optimizer 'Adam'"):
+        replace(recipe, optimizer="Adam")
+    with pytest.raises(TrainingError, match=r"extra sets \['device', 'lr0'\]"):
+        replace(recipe, extra={"device": "0", "lr0": 0.1})
+
+
+# --- checks before training ----------------------------------------------------------------
+
+
+def test_device_never_falls_back_to_cpu_silently(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu"
+    assert resolve_device("cpu") == "cpu"
+    for requested in ("cuda", "0", "cuda:0"):
+        with pytest.raises(TrainingError, match=f"device '{requested}' asks for CUDA.*use device 'auto'.* or 'cpu'"):
+            resolve_device(requested)
+    with pytest.raises(TrainingError, match="not understood"):
+        resolve_device("0,1")
+
+
+def test_device_with_one_gpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert [resolve_device(d) for d in ("auto", "cuda", "cuda:0", "0", "CPU")] == ["0", "0", "0", "0", "cpu"]
+    with pytest.raises(TrainingError, match="asks for GPU 1 but this machine has 1"):
+        resolve_device("cuda:1")
+
+
+def test_missing_checkpoint_names_path_and_setting(tmp_path):
+    missing = tmp_path / "v13_stage2_best.pt"
+    with pytest.raises(TrainingError, match=re.escape(f"checkpoint {missing} does not exist; set 'base_checkpoint'")):
+        load_checkpoint(missing)
+
+
+def test_corrupt_checkpoints_name_the_file(tmp_path, trained):
+    job, _, _ = trained
+    real = (Path(job.run_dir) / "weights" / "best.pt").read_bytes()
+    for name, content in {"random.pt": os.urandom(4096), "truncated.pt": real[: len(real) // 2], "empty.pt": b""}.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(TrainingError, match=re.escape(f"checkpoint {path} cannot be loaded")):
+            load_checkpoint(path)
+
+
+def test_class_mismatch_is_an_error_unless_remapped():
+    assert check_classes(CLASSES, CLASSES, remap=False) is False
+    with pytest.raises(TrainingError) as error:
+        check_classes(["helmet", "head", "person"], CLASSES, remap=False)
+    assert "['helmet', 'head', 'person']" in str(error.value) and str(CLASSES) in str(error.value)
+    assert check_classes(["helmet", "head", "person"], CLASSES, remap=True) is True
+
+
+def test_empty_training_split_fails_before_ultralytics(data_yaml, tmp_path):
+    empty_list = tmp_path / "train.txt"
+    empty_list.write_text("\n")
+    listed = tmp_path / "listed.yaml"
+    listed.write_text(yaml.safe_dump({"train": str(empty_list), "val": str(data_yaml.parent / "images/val"), "names": CLASSES}))
+    with pytest.raises(TrainingError, match=re.escape(f"train split is empty: {empty_list} (list file has no image paths)")):
+        train(make_job(listed, tmp_path / "run"), RecordingContext(), print)
+    assert not (tmp_path / "run" / "weights").exists()
+
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    folder = tmp_path / "folder.yaml"
+    folder.write_text(yaml.safe_dump({"path": ".", "train": "images/train", "val": "images/train", "names": CLASSES}))
+    with pytest.raises(TrainingError, match=re.escape(f"train split is empty: {tmp_path / 'images' / 'train'} (folder has no images)")):
+        training_data_yaml(folder, tmp_path / "run")
+
+
+def test_relative_dataset_path_is_taken_from_the_data_yaml(data_yaml, tmp_path, monkeypatch):
+    spec = yaml.safe_load(data_yaml.read_text())
+    moved = data_yaml.parent / "relative.yaml"
+    moved.write_text(yaml.safe_dump({**spec, "path": "."}))
+    monkeypatch.chdir(tmp_path)  # ultralytics would look for ./images here
+    copy = training_data_yaml(moved, tmp_path / "run")
+    assert yaml.safe_load(copy.read_text())["path"] == str(data_yaml.parent)
+
+
+def test_run_dir_state(data_yaml, tmp_path):
+    job = make_job(data_yaml, tmp_path / "run")
+    assert run_state(job)[0] is RunState.FRESH
+    record_job(job)
+    last = tmp_path / "run" / "weights" / "last.pt"
+    last.parent.mkdir()
+    last.write_bytes(b"half a checkpoint")  # killed while ultralytics wrote it
+    state, note = run_state(job)
+    assert state is RunState.FRESH and "starting over" in note
+    other = replace(job, recipe=replace(job.recipe, lr0=0.1))
+    with pytest.raises(TrainingError, match="holds weights of another run"):
+        run_state(other)
+
+
+# --- real runs -----------------------------------------------------------------------------
+
+
+def test_child_trains_and_summarizes(trained):
+    job, result, _ = trained
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "epoch 1/1" in result.stderr
+    run_dir = Path(job.run_dir)
+    summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    for key in ("precision", "recall", "map50", "map50_95", "train_seconds"):
+        assert isinstance(summary[key], float) and 0 <= summary[key] < float("inf"), key
+    assert (summary["epochs"], summary["best_epoch"], summary["device"], summary["imgsz"]) == (1, 1, "cpu", 64)
+    assert [row["class"] for row in summary["per_class"]] == CLASSES
+    assert sum(row["instances"] for row in summary["per_class"]) == sum(summary["confusion"][-1][:-1]) + sum(
+        summary["confusion"][p][t] for p in range(2) for t in range(2)
+    )
+    assert len(summary["confusion"]) == 3 and all(len(row) == 3 for row in summary["confusion"])
+    assert summary["best_sha256"] == file_sha256(run_dir / "weights" / "best.pt")
+    for picture in ("curves.png", "confusion.png"):
+        assert (run_dir / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert {"train/box_loss", "metrics/mAP50(B)", "val/cls_loss"} <= set(summary["history"][0])
+
+
+def test_nothing_is_downloaded(trained):
+    job, result, before = trained
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert ultralytics_downloads() == before
+    assert sorted(p.name for p in Path(job.run_dir).parent.iterdir()) == ["job-run.json", "run"]
+
+
+def test_finished_run_is_summarized_again_without_training(trained, tmp_path):
+    job, first, _ = trained
+    assert first.returncode == 0, first.stderr[-4000:]
+    again = run_child(job, tmp_path)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "holds this job's finished run" in again.stderr and "epoch 1/1" not in again.stderr
+
+
+def test_child_failure_is_one_line_and_nonzero(data_yaml, tmp_path):
+    result = run_child(make_job(data_yaml, tmp_path / "run", model=str(tmp_path / "base.pt")), tmp_path)
+    assert result.returncode == 1
+    assert f"training failed: checkpoint {tmp_path / 'base.pt'} does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_killed_run_resumes(data_yaml, tmp_path):
+    job = make_job(data_yaml, tmp_path / "run")
+    job = replace(job, recipe=replace(job.recipe, epochs=2))
+    killed = run_child(job, tmp_path, script=DIE_AFTER_FIRST_CHECKPOINT)
+    assert killed.returncode == 137, killed.stderr[-4000:]
+    results = tmp_path / "run" / "results.csv"
+    first_epoch = results.read_text().splitlines()[1]
+    assert first_epoch.startswith("1,") and len(results.read_text().splitlines()) == 2
+
+    resumed = run_child(job, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "resuming" in resumed.stderr and "after epoch 1 of 2" in resumed.stderr
+    assert "epoch 1/2" not in resumed.stderr and "epoch 2/2" in resumed.stderr
+    rows = results.read_text().splitlines()
+    assert rows[1] == first_epoch and [row.split(",")[0] for row in rows[1:]] == ["1", "2"]
+    assert json.loads((tmp_path / "run" / SUMMARY_FILE).read_text())["epochs"] == 2
+
+
+def test_remap_trains_a_new_class_head(trained, data_yaml, tmp_path):
+    from ultralytics import YOLO
+
+    base_job, result, _ = trained
+    assert result.returncode == 0, result.stderr[-4000:]
+    base = str(Path(base_job.run_dir) / "weights" / "best.pt")
+    three = tmp_path / "three.yaml"
+    three.write_text(yaml.safe_dump({
+        "path": str(data_yaml.parent), "train": "images/train", "val": "images/val", "names": [*CLASSES, "person"],
+    }))
+    with pytest.raises(TrainingError, match="differ from the dataset's"):
+        train(make_job(three, tmp_path / "refused", model=base), RecordingContext(), print)
+
+    context, lines = RecordingContext(), []
+    summary = train(make_job(three, tmp_path / "run", model=base, remap=True), context, lines.append)
+    assert any(line.startswith("re-heading") for line in lines)
+    assert YOLO(summary.best_pt).names == {0: CLASSES[0], 1: CLASSES[1], 2: "person"}
+    assert [m["epoch"] for m in context.messages] == [1]
+    assert {"train/box_loss", "precision", "recall", "mAP50", "mAP50-95"} <= set(context.messages[0])
+    assert summary.per_class[2] == {
+        "class": "person", "images": 0, "instances": 0,
+        "precision": None, "recall": None, "map50": None, "map50_95": None,
+    }
+    metadata = materialization_metadata(make_job(three, tmp_path / "run"), summary)
+    for key in ("val/mAP50", "val/mAP50-95", "val/precision", "val/recall"):
+        assert metadata[key]["type"] == "float" and isinstance(metadata[key]["raw_value"], float)
+    assert metadata["best_sha256"]["raw_value"] == file_sha256(summary.best_pt)
+    assert "| person | 0 | 0 | - |" in metadata["per_class"]["raw_value"]
