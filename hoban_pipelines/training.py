@@ -43,10 +43,12 @@ SEED = 0
 # At 320 the go2k frames' people (35-66 px of 1920) are 6-11 px: 8 epochs of finetune_sgd on
 # 96 frames score mAP50 0.000 (10 s an epoch; at 640, 42 s an epoch, 0.115). The demo's go2k
 # models show the pipeline, not a model.
-DEMO_MAX_IMGSZ = 320
+# The whole demo must stay under 15 minutes: 256 px costs about 0.64x of 320, the base model
+# from scratch gets its 12 epochs (~4 min), every other run about 1,200 images (~1.5 min).
+DEMO_MAX_IMGSZ = 256
 DEMO_MAX_EPOCHS = 12
-DEMO_IMAGE_BUDGET = 3600  # training images seen per run (~0.11 s each at 320): about 7 minutes
-DEMO_MIN_EPOCHS = 3
+DEMO_IMAGE_BUDGET = 1200  # training images seen per run when the caller gives train_images
+DEMO_MIN_EPOCHS = 2
 # test: one epoch at the smallest size ultralytics trains at (two strides of 32)
 TEST_EPOCHS = 1
 TEST_IMGSZ = 64

@@ -22,7 +22,6 @@ from hoban_pipelines.reports import markdown_table, png_markdown
 from hoban_pipelines.resources import LakeResource, SettingsResource, YoloRuntime
 from hoban_pipelines.train_child import SUMMARY_FILE as SUMMARY
 from hoban_pipelines.training import RECIPES, TrainJob, for_profile, load_checkpoint, resolve_device
-from hoban_pipelines.yolo import list_yolo_dataset
 
 SCRATCH = "runs"  # under HOBAN_HOME: ultralytics' working folders, kept for resuming
 SCAFFOLD = "yolov8n.yaml"  # what the demo's base model is built from (no pretrained weights offline)
@@ -42,7 +41,7 @@ def _train(
     asset: str,
     recipe_name: str,
     data_yaml: Path,
-    train_images: int,
+    train_images: int | None,
     model: str,
     upstream: dict[str, str],
     lake: LakeResource,
@@ -116,9 +115,9 @@ def base_model(
             "lake_path": dg.MetadataValue.path(handle.path),
         })
     base_root = site.require("base_dataset", "YOLO dataset folder (with data.yaml)")
-    train_images = int((list_yolo_dataset(base_root).entries["split"] == "train").sum())
+    # from scratch needs its epochs: no image budget (train_images=None)
     return _train(context, asset="base_model", recipe_name="base_from_scratch", data_yaml=base_root / "data.yaml",
-                  train_images=train_images, model=SCAFFOLD, upstream={"base_dataset": str(base_root)}, lake=lake, settings=settings,
+                  train_images=None, model=SCAFFOLD, upstream={"base_dataset": str(base_root)}, lake=lake, settings=settings,
                   runtime=yolo, pipes=pipes_subprocess_client)
 
 
