@@ -12,7 +12,7 @@ from hoban_pipelines.assets import datasets
 from hoban_pipelines.assets.datasets import go2k_manual
 from hoban_pipelines.definitions import defs
 from hoban_pipelines.orchestrate import run_demo
-from hoban_pipelines.resources import LakeHandleIOManager, LakeResource, SettingsResource
+from hoban_pipelines.resources import LakeHandleIOManager, LakeResource, SettingsResource, YoloRuntime
 from hoban_pipelines.settings import ConfigError
 
 EXPECTED_ASSETS = {
@@ -139,3 +139,26 @@ def test_duplicate_content_fails_the_blocking_check(small_site, hoban_home, tmp_
         assert not result.success  # a failed blocking check fails the run, so nothing downstream trains on it
     images = pd.read_parquet(next((hoban_home / "lake" / "go2k_manual").glob("2*")) / "manifests" / "images.parquet")
     assert images["sha256"].duplicated().sum() == 1
+
+
+def test_base_model_from_a_configured_checkpoint_is_versioned_by_sha256(hoban_home, tmp_path, monkeypatch):
+    from hoban_pipelines.assets.models import base_model
+    from hoban_pipelines.lake import file_sha256
+    from hoban_pipelines.training import TrainingError
+
+    checkpoint = tmp_path / "v13 stage2 best.pt"
+    config = tmp_path / "hoban.yaml"
+    config.write_text(f"base_checkpoint: '{checkpoint}'\n")
+    monkeypatch.setenv("HOBAN_CONFIG", str(config))
+    resources = {**_resources(hoban_home), "yolo": YoloRuntime(), "pipes_subprocess_client": dg.PipesSubprocessClient()}
+    with dg.instance_for_test() as instance:
+        with pytest.raises(TrainingError, match="v13 stage2 best.pt"):
+            dg.materialize([base_model], instance=instance, resources=resources)
+        from ultralytics import YOLO
+
+        YOLO("yolov8n.yaml").save(checkpoint)  # an untrained checkpoint is still a checkpoint
+        result = dg.materialize([base_model], instance=instance, resources=resources)
+        handle = result.output_for_node("base_model")
+        mat = instance.get_latest_materialization_event(dg.AssetKey("base_model")).asset_materialization
+        assert mat.metadata["sha256"].value == file_sha256(checkpoint)
+        assert file_sha256(hoban_home / handle.path / "weights" / "best.pt") == file_sha256(checkpoint)
