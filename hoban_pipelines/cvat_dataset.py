@@ -9,9 +9,7 @@ the ``go2k_manual`` asset and ``hoban cvat to-yolo``.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 import shutil
 import zipfile
@@ -28,6 +26,7 @@ from hoban_pipelines import cleaning, reports
 from hoban_pipelines.cleaning import CleaningRule
 from hoban_pipelines.cvat.reader import IMAGES_PREFIX, CvatFormatError, read_export
 from hoban_pipelines.labelmap import LabelMap
+from hoban_pipelines.lake import file_sha256, link_or_copy
 
 # <camera>_<YYYYmmdd_HHMMSS> anywhere in the file name, as the team's recorders write it
 CAMERA_STAMP = re.compile(r"(?P<camera>[A-Za-z0-9-]+)_(?P<stamp>\d{8}_\d{6})")
@@ -183,16 +182,10 @@ def _place_image(source: Path, member: str | None, dest: Path, report: ImportRep
             shutil.copyfileobj(src, out)
         report.copied += 1
         return
-    try:
-        os.link(source, dest)
+    if link_or_copy(source, dest):
         report.linked += 1
-    except OSError:  # another filesystem, or links not allowed: copy instead
-        shutil.copy2(source, dest)
+    else:
         report.copied += 1
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def yolo_lines(boxes: pd.DataFrame) -> list[str]:
@@ -233,7 +226,7 @@ def build_dataset(
                     f"{row.width}x{row.height}: the export and the image folder do not match"
                 )
         paths.append(str(Path("images") / row.image))
-        hashes.append(_sha256(dest))
+        hashes.append(file_sha256(dest))
     images["path"], images["sha256"], images["split"] = paths, hashes, None
     images["label_path"] = [label_path(name) for name in images["image"]]
     by_image = dict(tuple(kept.groupby("image", sort=False)))

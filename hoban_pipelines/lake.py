@@ -60,6 +60,17 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def link_or_copy(source: Path, dest: Path) -> bool:
+    """Hard-link ``source`` to ``dest`` (no bytes copied); copy where links are impossible. True when linked."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, dest)
+        return True
+    except OSError:  # another filesystem, or links not allowed
+        shutil.copy2(source, dest)
+        return False
+
+
 def tree_digest(root: Path) -> str:
     """sha256 over every file's relative path and content (the version file excluded)."""
     digest = hashlib.sha256()

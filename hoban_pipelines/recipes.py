@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
@@ -39,6 +37,7 @@ import yaml
 
 from hoban_pipelines import dedup, reports
 from hoban_pipelines.cvat_dataset import label_path, yolo_lines
+from hoban_pipelines.lake import link_or_copy
 from hoban_pipelines.splitting import grouped_stratified_split, time_groups
 from hoban_pipelines.yolo import list_yolo_dataset
 
@@ -561,22 +560,11 @@ def _split(final: pd.DataFrame, boxes: pd.DataFrame, pairs: list[tuple[int, int,
 # --------------------------------------------------------------------------- step 10: write
 
 
-def _link_or_copy(source: Path, dest: Path) -> bool:
-    """Hard-link (no image bytes copied); copy where links are impossible. True when linked."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, dest)
-        return True
-    except OSError:  # another filesystem, or links not allowed
-        shutil.copy2(source, dest)
-        return False
-
-
 def _write(out_dir: Path, final: pd.DataFrame, boxes: pd.DataFrame, removed: pd.DataFrame,
            outliers: pd.DataFrame, recipe: Recipe) -> dict[str, int]:
     linked = 0
     for source_path, path in zip(final["source_path"], final["path"]):
-        linked += _link_or_copy(Path(source_path), out_dir / path)
+        linked += link_or_copy(Path(source_path), out_dir / path)
     by_image = dict(tuple(boxes.groupby("image", sort=False)))
     for image, label in zip(final["image"], final["label_path"]):
         lines = yolo_lines(by_image[image]) if image in by_image else []

@@ -10,7 +10,6 @@ them would silently teach the model nonsense; unreadable images are reported and
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 from PIL import Image, UnidentifiedImageError
+
+from hoban_pipelines.lake import file_sha256
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SPLIT_KEYS = ("train", "val", "test")
@@ -118,14 +119,6 @@ def parse_label_file(path: Path, n_classes: int) -> list[tuple[int, float, float
     return boxes
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass
 class YoloListing:
     root: Path
@@ -181,7 +174,7 @@ def load_entries(listing: YoloListing, entries: pd.DataFrame | None = None) -> Y
         width, height = size
         label = Path(row.label_path)
         boxes = parse_label_file(label, len(listing.classes)) if label.is_file() else []
-        image_rows.append({**row._asdict(), "width": width, "height": height, "sha256": _sha256(Path(row.path))})
+        image_rows.append({**row._asdict(), "width": width, "height": height, "sha256": file_sha256(Path(row.path))})
         for cls, cx, cy, w, h in boxes:
             box_rows.append({
                 "image": row.image, "split": row.split, "cls": cls,
