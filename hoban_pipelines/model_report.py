@@ -14,14 +14,23 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 METRICS = ["precision", "recall", "map50", "map50_95"]
-COLUMNS = ["model", "class", *METRICS, "best_epoch", "epochs", "train_seconds", "device"]
+COLUMNS = ["model", "class", *METRICS, "scored_on", "eval_imgsz", "best_epoch", "epochs", "train_seconds", "device"]
+
+
+def dataset_name(data_yaml: str | None) -> str | None:
+    """``go2k_split`` for a lake version's data.yaml (lake/<asset>/<version>/data.yaml), else its folder."""
+    if not data_yaml:
+        return None
+    path = Path(data_yaml)
+    return path.parent.parent.name if path.parent.parent.parent.name == "lake" else path.parent.name
 
 
 def comparison_table(summaries: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """One 'all' row per model, then one row per model and class."""
     rows = []
     for model, summary in summaries.items():
-        common = {k: summary.get(k) for k in ("best_epoch", "epochs", "train_seconds", "device")}
+        common = {k: summary.get(k) for k in ("eval_imgsz", "best_epoch", "epochs", "train_seconds", "device")}
+        common["scored_on"] = dataset_name(summary.get("eval_data"))
         rows.append({"model": model, "class": "all", **{m: summary.get(m) for m in METRICS}, **common})
         for per in summary.get("per_class", []):
             rows.append({"model": model, "class": per["class"], **{m: per.get(m) for m in METRICS}, **common})

@@ -31,17 +31,23 @@ from hoban_pipelines.training import (  # noqa: E402
     TrainJob,
     TrainSummary,
     check_classes,
+    cpu_threads,
+    evaluation_imgsz,
+    for_profile,
     load_checkpoint,
+    offline_amp_check,
     record_job,
     resolve_device,
     run_state,
     summarize_run,
     train_args,
-    training_data_yaml,
 )
+from hoban_pipelines.training_data import TrainingDataError, build_training_view, longest_side  # noqa: E402
 from hoban_pipelines.yolo import YoloFormatError, read_class_names  # noqa: E402
 
 SUMMARY_FILE = "summary.json"
+VIEW_DIR = "data"  # the training view (whole images or tiles) inside the run folder
+EVAL_DIR = "eval"  # the evaluation set's view
 
 
 class EpochReporter:
@@ -81,15 +87,18 @@ class EpochReporter:
 
 
 def train(job: TrainJob, context: PipesContext, log: Callable[[str], None]) -> TrainSummary:
-    """Check the job, train (fresh, resumed or not at all when already finished) and summarize."""
+    """Check the job, build the training view, train (fresh, resumed or not at all when already
+    finished) and summarize on the evaluation set."""
+    import torch
+    import ultralytics.engine.trainer
     from ultralytics import YOLO
 
     run_dir = Path(job.run_dir).resolve()
     device = resolve_device(job.device)
+    threads = cpu_threads(job.threads)
     state, note = run_state(job)  # before anything is written: the folder may hold another job's run
-    data_yaml = training_data_yaml(job.data_yaml, run_dir)
     try:
-        classes = read_class_names(data_yaml)
+        classes = read_class_names(Path(job.data_yaml))
     except YoloFormatError as exc:
         raise TrainingError(str(exc)) from None
     if job.classes is not None and list(job.classes) != classes:
@@ -98,24 +107,42 @@ def train(job: TrainJob, context: PipesContext, log: Callable[[str], None]) -> T
         base = load_checkpoint(job.model)
         if check_classes(base.classes, classes, job.remap):
             log(f"re-heading {base.path} from classes {base.classes} to {classes}")
+    sized = for_profile(job.recipe, job.profile)
+    try:
+        view = build_training_view(job.data_yaml, run_dir / VIEW_DIR, tile=sized.tile)
+        evaluation = build_training_view(job.eval_data, run_dir / EVAL_DIR, splits=("val",)) if job.eval_data else view
+    except TrainingDataError as exc:
+        raise TrainingError(str(exc)) from None
+    recipe = for_profile(job.recipe, job.profile, train_images=view.entries["train"])
+    eval_imgsz = evaluation_imgsz(recipe, longest_side(evaluation.data_yaml))
+    log(f"training view {view.data_yaml.parent}: {view.entries['train']} training entries from "
+        f"{view.images['train']} images" + (f" in {view.tiles['train']} tiles of {view.tile} px" if view.tile else "")
+        + f"; {job.profile} profile: {recipe.epochs} epochs at imgsz {recipe.imgsz}; scored on "
+        f"{job.eval_data or job.data_yaml} at imgsz {eval_imgsz}")
     log(note)
     record_job(job)
     if state is not RunState.FINISHED:
         if state is RunState.UNFINISHED:
             model = YOLO(run_dir / "weights" / "last.pt")
             # ultralytics takes the rest from the checkpoint; these may change between attempts
-            args = {"resume": True, "data": str(data_yaml), "device": device, "workers": job.workers,
+            args = {"resume": True, "data": str(view.data_yaml), "device": device, "workers": job.workers,
                     "cache": job.cache, "save_dir": str(run_dir)}
         else:
             model = YOLO(job.model)
             args = train_args(
-                job.recipe, data_yaml=data_yaml, model=job.model, device=device, workers=job.workers,
+                recipe, data_yaml=view.data_yaml, model=job.model, device=device, workers=job.workers,
                 project=run_dir.parent, name=run_dir.name, amp=job.amp, cache=job.cache,
             )
+        # ultralytics' own AMP check downloads weights; this one tests the model being trained
+        ultralytics.engine.trainer.check_amp = offline_amp_check
+        model.add_callback("on_pretrain_routine_start", lambda trainer: torch.set_num_threads(threads))
         model.add_callback("on_fit_epoch_end", EpochReporter(log, context))
         model.train(**args)
-    summary = summarize_run(run_dir, classes, data_yaml, device, job.recipe.imgsz)
-    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary.as_dict(), indent=2))
+    summary = summarize_run(
+        run_dir, classes, recipe=recipe, eval_yaml=evaluation.data_yaml, eval_source=job.eval_data or job.data_yaml,
+        eval_imgsz=eval_imgsz, device=device, threads=threads,
+    )
+    (run_dir / SUMMARY_FILE).write_text(json.dumps({**summary.as_dict(), "view": view.as_dict()}, indent=2))
     return summary
 
 
@@ -140,7 +167,10 @@ def materialization_metadata(job: TrainJob, summary: TrainSummary) -> dict[str, 
         "train_seconds": typed(round(summary.train_seconds, 1), "float"),
         "device": typed(summary.device, "text"),
         "imgsz": typed(summary.imgsz, "int"),
-        "recipe": typed(job.recipe.as_dict(), "json"),
+        "eval_data": typed(summary.eval_data, "path"),
+        "eval_imgsz": typed(summary.eval_imgsz, "int"),
+        "profile": typed(job.profile, "text"),
+        "recipe": typed(summary.recipe, "json"),
         "best_sha256": typed(summary.best_sha256, "text"),
         "last_sha256": typed(summary.last_sha256, "text"),
         "best_pt": typed(str(summary.best_pt), "path"),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from enum import Enum
@@ -37,18 +38,21 @@ PROFILES = ("full", "demo", "test")
 SEED = 0
 
 # demo: `make demo` trains a base model from scratch and the go2k models on 2 CPU cores.
-# Measured on the demo base dataset (300 train / 60 val 640x640 images, batch 16, 2 cores):
-# an epoch takes about 33 s at imgsz 320 and 145 s at 640, so 640 is out of reach. From
-# scratch at 320 (a 15-epoch run), val mAP50 is 0 for 5 epochs, 0.38 at epoch 8, 0.49 at 12.
-# At 320 the go2k frames' people (35-66 px of 1920) are 6-11 px: 8 epochs of finetune_sgd on
-# 96 frames score mAP50 0.000 (10 s an epoch; at 640, 42 s an epoch, 0.115). The demo's go2k
-# models show the pipeline, not a model.
-# The whole demo must stay under 15 minutes: 256 px costs about 0.64x of 320, the base model
-# from scratch gets its 12 epochs (~4 min), every other run about 1,200 images (~1.5 min).
+# Measured on the demo base dataset (300 train / 60 val 640x640 images, batch 16, 2 cores, one
+# torch thread): an epoch takes about 33 s at imgsz 320 and 145 s at 640, so 640 is out of reach.
+# From scratch at 320 (a 15-epoch run), val mAP50 is 0 for 5 epochs, 0.38 at epoch 8, 0.49 at 12.
+# On whole 1920x1080 frames at 320 the go2k people (20-80 px) are 3-13 px and the go2k models
+# score mAP50 0.000; the demo therefore trains them on tiles of twice its image size, so people
+# keep half their pixels (10-40 px), and evaluates them on whole frames at the matching size.
+# How far tiles get (measured on an H100 with the demo's go2k split, from a 320-px base model,
+# mAP50 on the 23 whole valid frames): ~4,000 training samples of 640 tiles at 320 reach
+# 0.25-0.30 whatever the batch, lr or optimizer; 12,400 samples reach 0.50 (helmet 0.80, no
+# helmet 0.20). 12,400 samples take ~12 min on 2 cores, so the demo's go2k models learn but
+# stay below 0.5; `train_profile: full` on a GPU is the route to the team's numbers.
 DEMO_MAX_IMGSZ = 256
+DEMO_TILE_FACTOR = 2  # demo tiles are this many times the image size: people keep 1/2 their pixels
 DEMO_MAX_EPOCHS = 12
-DEMO_IMAGE_BUDGET = 1200  # training images seen per run when the caller gives train_images
-DEMO_MIN_EPOCHS = 2
+DEMO_SAMPLE_BUDGET = 2400  # training samples a demo run sees when the caller gives train_images
 # test: one epoch at the smallest size ultralytics trains at (two strides of 32)
 TEST_EPOCHS = 1
 TEST_IMGSZ = 64
@@ -58,6 +62,7 @@ _RESERVED_ARGS = frozenset({
     "data", "model", "device", "workers", "project", "name", "exist_ok", "amp", "cache",
     "plots", "val", "seed", "deterministic", "resume", "save_dir",
 })
+_NOT_TRAIN_ARGS = ("name", "extra", "tile", "demo_tiles")  # recipe fields that are not ultralytics arguments
 
 
 class TrainingError(RuntimeError):
@@ -81,6 +86,10 @@ class TrainRecipe:
     degrees: float = 0.0
     erasing: float = 0.4
     copy_paste: float = 0.0
+    # train on square tiles of this many source pixels cut from larger images (0: whole images)
+    tile: int = 0
+    # the data is CCTV frames with small people: the demo profile tiles it (see DEMO_TILE_FACTOR)
+    demo_tiles: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # any other ultralytics train argument
 
     def __post_init__(self) -> None:
@@ -89,6 +98,8 @@ class TrainRecipe:
         for key in ("epochs", "imgsz", "batch"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise TrainingError(f"recipe {self.name!r}: {key} must be a positive integer, got {getattr(self, key)!r}")
+        if not isinstance(self.tile, int) or self.tile < 0 or 0 < self.tile < 32:
+            raise TrainingError(f"recipe {self.name!r}: tile must be 0 (whole images) or at least 32 pixels, got {self.tile!r}")
         clashes = sorted((set(self.extra) & _RESERVED_ARGS) | (set(self.extra) & {f.name for f in fields(self)}))
         if clashes:
             raise TrainingError(f"recipe {self.name!r}: extra sets {clashes}, which are recipe fields or set by the job")
@@ -116,19 +127,23 @@ RECIPES: dict[str, TrainRecipe] = {
         # the demo's stand-in for "v13 stage2": a base model trained from yolov8n.yaml; 'auto'
         # lets ultralytics pick AdamW with a class-count-fitted lr0 for short runs like this one
         TrainRecipe(name="base_from_scratch", epochs=100, imgsz=640, batch=16, optimizer="auto", lr0=0.01, patience=20),
-        TrainRecipe(name="finetune_sgd", epochs=100, imgsz=640, batch=16, optimizer="SGD", lr0=0.005, patience=20),
-        TrainRecipe(name="finetune_adamw", epochs=100, imgsz=640, batch=16, optimizer="AdamW", lr0=0.0002, patience=20),
+        TrainRecipe(name="finetune_sgd", epochs=100, imgsz=640, batch=16, optimizer="SGD", lr0=0.005, patience=20,
+                    demo_tiles=True),
+        TrainRecipe(name="finetune_adamw", epochs=100, imgsz=640, batch=16, optimizer="AdamW", lr0=0.0002, patience=20,
+                    demo_tiles=True),
         # their run stopped at epoch 97 (patience 20); best epoch 77, about 5 h on their GPU
         TrainRecipe(
             name="go2k_v2", epochs=100, imgsz=640, batch=16, optimizer="SGD", lr0=0.005, cos_lr=True,
-            patience=20, mosaic=1.0, mixup=0.1, degrees=5.0, erasing=0.1,
+            patience=20, mosaic=1.0, mixup=0.1, degrees=5.0, erasing=0.1, demo_tiles=True,
         ),
-        # planned, numbers beyond the log's are guesses: tiles are a dataset step; batch 8 since
-        # 1280 px needs four times the memory of 640. ultralytics pastes only polygon-labelled
-        # instances, so copy_paste does nothing on box-only labels.
+        # planned ("tile training + 1280 px + copy_paste"); numbers beyond the log's are guesses:
+        # 1280 tiles at imgsz 1280 train at the frames' own scale; batch 8 since 1280 px needs four
+        # times the memory of 640. ultralytics pastes only polygon-labelled instances, so
+        # copy_paste does nothing on box-only labels (all of go2k's labels are boxes).
         TrainRecipe(
             name="go2k_v3", epochs=100, imgsz=1280, batch=8, optimizer="SGD", lr0=0.005, cos_lr=True,
-            patience=20, mosaic=1.0, mixup=0.1, degrees=5.0, erasing=0.1, copy_paste=0.3,
+            patience=20, mosaic=1.0, mixup=0.1, degrees=5.0, erasing=0.1, copy_paste=0.3, tile=1280,
+            demo_tiles=True,
         ),
     )
 }
@@ -137,19 +152,32 @@ RECIPES: dict[str, TrainRecipe] = {
 def for_profile(recipe: TrainRecipe, profile: str, *, train_images: int | None = None) -> TrainRecipe:
     """The recipe at a run size: 'full' as written, 'demo' fits 2 CPU cores, 'test' is one tiny epoch.
 
-    ``train_images`` (entries of the training split, oversampled copies included) lets 'demo'
-    spend the same time on a large mix as on a small set: fewer epochs over more images.
+    ``train_images`` (entries of the training split as trained, tiles and oversampled copies
+    included) lets 'demo' spend about the same time on every run: fewer epochs over more images.
     """
     if profile == "full":
         return recipe
     if profile == "demo":
+        imgsz = min(recipe.imgsz, DEMO_MAX_IMGSZ)
         epochs = min(recipe.epochs, DEMO_MAX_EPOCHS)
         if train_images:
-            epochs = min(epochs, max(DEMO_MIN_EPOCHS, DEMO_IMAGE_BUDGET // train_images))
-        return replace(recipe, epochs=epochs, imgsz=min(recipe.imgsz, DEMO_MAX_IMGSZ))
+            epochs = min(epochs, max(1, round(DEMO_SAMPLE_BUDGET / train_images)))
+        tile = imgsz * DEMO_TILE_FACTOR if recipe.demo_tiles else recipe.tile
+        return replace(recipe, epochs=epochs, imgsz=imgsz, tile=tile)
     if profile == "test":
         return replace(recipe, epochs=TEST_EPOCHS, imgsz=TEST_IMGSZ)
     raise TrainingError(f"unknown training profile {profile!r}; known: {list(PROFILES)}")
+
+
+def evaluation_imgsz(recipe: TrainRecipe, longest_side: int) -> int:
+    """The image size whole images are evaluated at: the scale the model trained at.
+
+    A model trained on ``tile``-pixel tiles at ``imgsz`` saw people at ``imgsz / tile`` of their
+    size, so whole frames are evaluated at ``longest_side * imgsz / tile`` (a multiple of 32).
+    """
+    if not recipe.tile or longest_side <= recipe.tile:
+        return recipe.imgsz
+    return 32 * math.ceil(recipe.imgsz * longest_side / recipe.tile / 32)
 
 
 def resolve_device(requested: str) -> str:
@@ -228,47 +256,6 @@ def check_classes(checkpoint_classes: list[str], dataset_classes: list[str], rem
     )
 
 
-def _split_entries(spec: dict[str, Any], key: str, base: Path) -> list[Path]:
-    entry = spec.get(key)
-    return [(base / str(item)).resolve() for item in (entry if isinstance(entry, list) else [entry]) if item]
-
-
-def _has_image(target: Path) -> bool:
-    if target.is_dir():
-        return any(p.suffix.lower() in IMAGE_SUFFIXES for p in target.rglob("*"))
-    return any(line.strip() for line in target.read_text().splitlines())
-
-
-def training_data_yaml(data_yaml: Path | str, run_dir: Path) -> Path:
-    """``run_dir/data.yaml``: the dataset's data.yaml with ``path`` made absolute, checked for training images.
-
-    ultralytics takes a relative ``path`` from the working directory; the project takes it from
-    the data.yaml's folder (as its author meant). The copy pins that down for training and resume.
-    An empty training split (a list file without lines, a folder without images) is an error
-    naming the file, raised before ultralytics spends minutes starting up.
-    """
-    data_yaml = Path(data_yaml).expanduser().resolve()
-    try:
-        spec = yaml.safe_load(data_yaml.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise TrainingError(f"cannot read dataset file {data_yaml}: {exc}") from None
-    if not isinstance(spec, dict) or not spec.get("train") or not spec.get("val") or not spec.get("names"):
-        raise TrainingError(f"{data_yaml} must be a mapping with 'train', 'val' and 'names'")
-    base = Path(str(spec.get("path") or "."))
-    base = base if base.is_absolute() else (data_yaml.parent / base).resolve()
-    for split in ("train", "val"):
-        for target in _split_entries(spec, split, base):
-            if not target.exists():
-                raise TrainingError(f"{data_yaml}: the {split} split {target} does not exist")
-            if not _has_image(target):
-                what = "folder has no images" if target.is_dir() else "list file has no image paths"
-                raise TrainingError(f"{data_yaml}: the {split} split is empty: {target} ({what})")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    copy = run_dir / "data.yaml"
-    copy.write_text(yaml.safe_dump({**spec, "path": str(base)}, sort_keys=False))
-    return copy
-
-
 def train_args(
     recipe: TrainRecipe,
     *,
@@ -282,7 +269,7 @@ def train_args(
     cache: bool | str,
 ) -> dict[str, Any]:
     """Keyword arguments for ``YOLO(model).train(**args)``: the run lands in ``project/name``."""
-    recipe_args = {k: v for k, v in recipe.as_dict().items() if k not in ("name", "extra")}
+    recipe_args = {k: v for k, v in recipe.as_dict().items() if k not in _NOT_TRAIN_ARGS}
     return {
         **recipe.extra,
         **recipe_args,
@@ -306,12 +293,16 @@ def train_args(
 class TrainJob:
     """One training run, as the Dagster asset hands it to the child process (``context.extras``)."""
 
-    recipe: TrainRecipe
+    recipe: TrainRecipe  # as written; the child sizes it with for_profile
     data_yaml: str
     model: str  # a checkpoint .pt to start from, or a model yaml such as yolov8n.yaml
     run_dir: str  # keep it the same across retries: a retry resumes what is there
+    profile: str = "full"
+    # data.yaml whose val split the finished model is scored on (None: the training data's val)
+    eval_data: str | None = None
     device: str = "auto"
     workers: int = 2
+    threads: int = 0  # torch CPU threads; 0: every core (ultralytics alone would leave one idle)
     amp: bool = True
     cache: bool | str = False  # False, True/'ram' or 'disk'
     classes: list[str] | None = None  # the classes the model must end up with; None: the dataset's
@@ -332,10 +323,10 @@ class TrainJob:
         return cls(**{**raw, "recipe": recipe if isinstance(recipe, TrainRecipe) else TrainRecipe.from_dict(recipe)})
 
     def identity(self) -> dict[str, Any]:
-        """What makes two attempts the same run; device, workers, amp and cache may change on a retry."""
+        """What makes two attempts the same run; device, workers, threads, amp and cache may change on a retry."""
         return json.loads(json.dumps({
-            "recipe": self.recipe.as_dict(), "data_yaml": self.data_yaml, "model": self.model,
-            "classes": self.classes, "remap": self.remap,
+            "recipe": self.recipe.as_dict(), "profile": self.profile, "data_yaml": self.data_yaml,
+            "eval_data": self.eval_data, "model": self.model, "classes": self.classes, "remap": self.remap,
         }))
 
 
@@ -371,7 +362,7 @@ def run_state(job: TrainJob) -> tuple[RunState, str]:
     except Exception as exc:  # a half-written file from a killed attempt: nothing to resume from
         return RunState.FRESH, f"{last} is unreadable ({type(exc).__name__}); starting over"
     if checkpoint.get("epoch", -1) >= 0 and checkpoint.get("optimizer") is not None:
-        return RunState.UNFINISHED, f"resuming {last} after epoch {checkpoint['epoch'] + 1} of {job.recipe.epochs}"
+        return RunState.UNFINISHED, f"resuming {last} after epoch {checkpoint['epoch'] + 1}"
     return RunState.FINISHED, f"{run_dir} holds this job's finished run; summarizing it"
 
 
@@ -388,8 +379,11 @@ class TrainSummary:
 
     run_dir: Path
     device: str
+    recipe: dict[str, Any]  # as trained: sized by the profile
     imgsz: int
     epochs: int
+    eval_data: str  # the data.yaml whose val split the metrics below are on
+    eval_imgsz: int  # whole images are scored at the scale the model trained at
     best_epoch: int  # 1-based, the epoch saved as best.pt
     precision: float
     recall: float
@@ -442,8 +436,45 @@ def _nullable(value: float) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
-def validate_checkpoint(checkpoint: Path, data_yaml: Path, imgsz: int, device: str, save_dir: Path):
+def cpu_threads(requested: int = 0) -> int:
+    """torch threads for CPU work: ``requested``, or every core.
+
+    ultralytics sets torch to ``cpu_count - 1`` threads (1 on a 2-core laptop) and loads CPU
+    batches in the training process itself, so half such a machine would sit idle; measured on
+    the demo: one epoch of 776 tiles at 320 takes 52 s with 2 threads against ~90 s with one.
+    """
+    return requested or os.cpu_count() or 1
+
+
+def offline_amp_check(model) -> bool:
+    """ultralytics' AMP check without its download: True when fp32 and float16 autocast outputs agree.
+
+    ultralytics checks AMP by downloading yolo26n.pt and comparing its detections of a bundled
+    image; offline that download fails (or, online, fetches weights at run time). The same test
+    on a copy of the model being trained needs nothing from the network.
+    """
+    import copy
+
+    import torch
+
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return False  # AMP is a CUDA feature here
+    probe = copy.deepcopy(model).float().eval()
+    generator = torch.Generator(device=device).manual_seed(0)
+    batch = torch.rand(8, 3, 256, 256, device=device, generator=generator)
+    with torch.no_grad():
+        full = probe(batch)
+        with torch.autocast(device_type="cuda", dtype=torch.float16):
+            half = probe(batch)
+    first = lambda out: out[0] if isinstance(out, (list, tuple)) else out  # noqa: E731 (eval output is (y, x))
+    full, half = first(full), first(half).float()
+    return full.shape == half.shape and bool(torch.isfinite(half).all()) and torch.allclose(full, half, atol=0.5)
+
+
+def validate_checkpoint(checkpoint: Path, data_yaml: Path, imgsz: int, device: str, save_dir: Path, threads: int = 0):
     """ultralytics' DetMetrics of one checkpoint on the dataset's val split, confusion matrix filled."""
+    import torch
     from ultralytics import YOLO
     from ultralytics.models.yolo.detect import DetectionValidator
     from ultralytics.utils.metrics import ConfusionMatrix
@@ -457,6 +488,7 @@ def validate_checkpoint(checkpoint: Path, data_yaml: Path, imgsz: int, device: s
         def init_metrics(self, model):
             super().init_metrics(model)
             self.confusion_matrix = ConfusionAtThreshold(names=model.names)
+            torch.set_num_threads(cpu_threads(threads))  # after ultralytics' select_device set its own
 
         # plots=True fills the confusion matrix; these two draw image mosaics with a downloaded font
         def plot_val_samples(self, batch, ni):
@@ -471,8 +503,11 @@ def validate_checkpoint(checkpoint: Path, data_yaml: Path, imgsz: int, device: s
     )
 
 
-def summarize_run(run_dir: Path, classes: list[str], data_yaml: Path, device: str, imgsz: int) -> TrainSummary:
-    """Metrics, pictures and hashes of the training run in ``run_dir``."""
+def summarize_run(
+    run_dir: Path, classes: list[str], *, recipe: TrainRecipe, eval_yaml: Path, eval_source: str, eval_imgsz: int,
+    device: str, threads: int = 0,
+) -> TrainSummary:
+    """Metrics, pictures and hashes of the training run in ``run_dir``; best.pt scored on ``eval_yaml``'s val."""
     run_dir = Path(run_dir)
     best, last = run_dir / "weights" / "best.pt", run_dir / "weights" / "last.pt"
     for checkpoint in (best, last):
@@ -481,7 +516,7 @@ def summarize_run(run_dir: Path, classes: list[str], data_yaml: Path, device: st
     history = read_results(run_dir / "results.csv")
     # ultralytics 8.4 keeps the epoch with the highest mAP50-95 as best.pt (first one on ties)
     best_row = history.loc[history[METRIC_COLUMNS["map50_95"]].idxmax()]
-    metrics = validate_checkpoint(best, data_yaml, imgsz, device, run_dir / "val")
+    metrics = validate_checkpoint(best, eval_yaml, eval_imgsz, device, run_dir / "val", threads)
     per_class = []
     positions = {int(cls): position for position, cls in enumerate(metrics.ap_class_index)}
     for index, name in enumerate(classes):
@@ -499,8 +534,11 @@ def summarize_run(run_dir: Path, classes: list[str], data_yaml: Path, device: st
     return TrainSummary(
         run_dir=run_dir,
         device=device,
-        imgsz=imgsz,
+        recipe=recipe.as_dict(),
+        imgsz=recipe.imgsz,
         epochs=len(history),
+        eval_data=eval_source,
+        eval_imgsz=eval_imgsz,
         best_epoch=int(best_row["epoch"]),
         precision=precision,
         recall=recall,

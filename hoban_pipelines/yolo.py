@@ -127,14 +127,15 @@ class YoloListing:
 
 
 def list_yolo_dataset(root: Path, splits: tuple[str, ...] = SPLIT_KEYS) -> YoloListing:
-    """Every image of the dataset at ``root`` (a folder with data.yaml), without opening any.
+    """Every image of the dataset at ``root`` (a folder with data.yaml, or a dataset .yaml file), without opening any.
 
     Cheap even for 100k images, so a caller can subsample before paying for ``load_entries``.
     """
     root = Path(root).resolve()
-    data_yaml = root / "data.yaml"
+    data_yaml = root if root.suffix in (".yaml", ".yml") else root / "data.yaml"
+    root = data_yaml.parent
     if not data_yaml.is_file():
-        raise YoloFormatError(f"{root} has no data.yaml: point the setting at the dataset's top folder")
+        raise YoloFormatError(f"{root} has no {data_yaml.name}: point the setting at the dataset's top folder")
     try:
         spec = yaml.safe_load(data_yaml.read_text()) or {}
     except yaml.YAMLError as exc:

@@ -18,7 +18,7 @@ from hoban_pipelines.settings import ConfigError
 EXPECTED_ASSETS = {
     "demo_site", "cvat_exports", "snapshots", "base_dataset", "capture_folders", "go2k_manual", "go2k_split", "go2k_v2_mix",
     "dataset_helmet_quick", "base_model", "model_go2k_finetune_sgd", "model_go2k_finetune_adamw", "model_go2k_v2",
-    "model_comparison",
+    "model_go2k_v3", "model_comparison",
 }
 
 
@@ -79,10 +79,15 @@ def test_demo_runs_the_whole_graph_and_a_second_run_reuses_everything(small_conf
         for key in ("val/mAP50", "val/mAP50-95", "val/precision", "val/recall"):
             assert isinstance(model.metadata[key].value, float), key
         assert model.metadata["upstream"].value["go2k_v2_mix"] == mix.metadata["version"].value
+        assert model.metadata["upstream"].value["go2k_split"] == split_version  # scored on go2k valid
+        assert model.metadata["eval_data"].value.endswith(f"go2k_split/{split_version}/data.yaml")
+        v3 = instance.get_latest_materialization_event(dg.AssetKey("model_go2k_v3")).asset_materialization
+        assert v3.metadata["recipe"].value["tile"] == 1280 and v3.metadata["eval_imgsz"].value > v3.metadata["imgsz"].value
         model_dir = hoban_home / model.metadata["lake_path"].value
         assert (model_dir / "weights" / "best.pt").is_file() and (model_dir / "curves.png").is_file()
         comparison = instance.get_latest_materialization_event(dg.AssetKey("model_comparison")).asset_materialization
         assert "model_go2k_finetune_adamw" in comparison.metadata["models"].value
+        assert "model_go2k_v3" in comparison.metadata["models"].value
         recipe = instance.get_latest_materialization_event(dg.AssetKey("dataset_helmet_quick")).asset_materialization
         assert recipe.metadata["upstream"].value["go2k_manual"] == version
         assert any("quota 400" in w for w in recipe.metadata["warnings"].value)

@@ -10,8 +10,9 @@ and recipe as an immutable lake version. A retried or re-executed run keeps its 
 import json
 import shutil
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
+from typing import get_type_hints
 
 import dagster as dg
 
@@ -21,46 +22,72 @@ from hoban_pipelines.model_report import comparison_plot, comparison_table
 from hoban_pipelines.reports import markdown_table, png_markdown
 from hoban_pipelines.resources import LakeResource, SettingsResource, YoloRuntime
 from hoban_pipelines.train_child import SUMMARY_FILE as SUMMARY
-from hoban_pipelines.training import RECIPES, TrainJob, for_profile, load_checkpoint, resolve_device
+from hoban_pipelines.training import RECIPES, TrainJob, TrainRecipe, load_checkpoint, resolve_device
 
 SCRATCH = "runs"  # under HOBAN_HOME: ultralytics' working folders, kept for resuming
 SCAFFOLD = "yolov8n.yaml"  # what the demo's base model is built from (no pretrained weights offline)
 ARTIFACTS = ("weights/best.pt", "weights/last.pt", "results.csv", "curves.png", "confusion.png", SUMMARY)
 
-# model asset -> (recipe, training data asset)
+# model asset -> (recipe, training data asset); every go2k model is scored on go2k_split's valid
 MODELS = {
     "model_go2k_finetune_sgd": ("finetune_sgd", "go2k_split"),
     "model_go2k_finetune_adamw": ("finetune_adamw", "go2k_split"),
     "model_go2k_v2": ("go2k_v2", "go2k_v2_mix"),
+    "model_go2k_v3": ("go2k_v3", "go2k_v2_mix"),
 }
+EVALUATION_DATA = "go2k_split"
+# recipe fields the launchpad does not offer: the name is the asset's, the rest is code
+_FIXED_FIELDS = ("name", "extra", "demo_tiles")
+
+
+def recipe_config(recipe: TrainRecipe) -> type[dg.Config]:
+    """A run config class whose defaults are the recipe's numbers (the team's), editable in the launchpad."""
+    types = get_type_hints(TrainRecipe)
+    annotations = {f.name: types[f.name] for f in fields(TrainRecipe) if f.name not in _FIXED_FIELDS}
+    annotations["remap"] = bool
+    namespace = {
+        "__annotations__": annotations,
+        **{name: getattr(recipe, name) for name in annotations if name != "remap"},
+        "remap": False,
+        "__doc__": f"The {recipe.name} recipe; the train_profile setting sizes epochs and image size "
+                   "(`full` trains as written). remap: allow a base checkpoint with other classes.",
+    }
+    return type("".join(part.capitalize() for part in recipe.name.split("_")) + "Config", (dg.Config,), namespace)
+
+
+def configured_recipe(recipe: TrainRecipe, config: dg.Config) -> TrainRecipe:
+    return replace(recipe, **{k: v for k, v in config.model_dump().items() if k != "remap"})
 
 
 def _train(
     context: dg.AssetExecutionContext,
     *,
     asset: str,
-    recipe_name: str,
+    recipe: TrainRecipe,
     data_yaml: Path,
-    train_images: int | None,
+    eval_data: Path | None,
     model: str,
     upstream: dict[str, str],
+    remap: bool,
     lake: LakeResource,
     settings: SettingsResource,
     runtime: YoloRuntime,
     pipes: dg.PipesSubprocessClient,
 ) -> dg.MaterializeResult:
     site = settings.get()
-    recipe = for_profile(RECIPES[recipe_name], site.train_profile, train_images=train_images)
     if runtime.batch:
         recipe = replace(recipe, batch=runtime.batch)
     device = resolve_device(runtime.device)
     store = lake.get()
     run_dir = store.home / SCRATCH / asset / (context.run.root_run_id or context.run.run_id)
     job = TrainJob(
-        recipe=recipe, data_yaml=str(data_yaml), model=model, run_dir=str(run_dir), device=device,
-        workers=runtime.workers, amp=runtime.amp and device != "cpu", cache=runtime.cache, classes=site.classes,
+        recipe=recipe, data_yaml=str(data_yaml), model=model, run_dir=str(run_dir), profile=site.train_profile,
+        eval_data=str(eval_data) if eval_data else None, device=device, workers=runtime.workers,
+        threads=runtime.threads, amp=runtime.amp and device != "cpu", cache=runtime.cache, classes=site.classes,
+        remap=remap,
     ).as_extras()
-    context.log.info(f"training {asset} with {recipe.name} on {device}: {json.dumps(job['recipe'])}")
+    context.log.info(f"training {asset} with {recipe.name} ({site.train_profile} profile) on {device}: "
+                     f"{json.dumps(job['recipe'])}")
     invocation = pipes.run(
         context=context,
         command=[sys.executable, "-m", "hoban_pipelines.train_child"],
@@ -68,7 +95,8 @@ def _train(
         env={"YOLO_OFFLINE": "1"},
     )
     reported = invocation.get_materialize_result()
-    meta = {"recipe": job["recipe"], "upstream": upstream, "device": device}
+    meta = {"recipe": reported.metadata["recipe"].value, "profile": site.train_profile, "upstream": upstream,
+            "device": device}
     with store.new_version(asset, meta=meta) as version:
         for relative in ARTIFACTS:
             source = run_dir / relative
@@ -91,10 +119,13 @@ def _train(
     )
 
 
-@dg.asset(group_name="models", kinds={"pytorch"}, pool="gpu", code_version="1", deps=["base_dataset"])
+BaseFromScratchConfig = recipe_config(RECIPES["base_from_scratch"])
+
+
+@dg.asset(group_name="models", kinds={"pytorch"}, pool="gpu", code_version="2", deps=["base_dataset"])
 def base_model(
-    context: dg.AssetExecutionContext, lake: LakeResource, settings: SettingsResource, yolo: YoloRuntime,
-    pipes_subprocess_client: dg.PipesSubprocessClient,
+    context: dg.AssetExecutionContext, config: BaseFromScratchConfig, lake: LakeResource, settings: SettingsResource,
+    yolo: YoloRuntime, pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> dg.MaterializeResult:
     """The starting checkpoint ("v13 stage2 best.pt", setting ``base_checkpoint``), versioned by
     sha256. Without one (the demo: no pretrained weights, no internet) a small base model is
@@ -115,29 +146,39 @@ def base_model(
             "lake_path": dg.MetadataValue.path(handle.path),
         })
     base_root = site.require("base_dataset", "YOLO dataset folder (with data.yaml)")
-    # from scratch needs its epochs: no image budget (train_images=None)
-    return _train(context, asset="base_model", recipe_name="base_from_scratch", data_yaml=base_root / "data.yaml",
-                  train_images=None, model=SCAFFOLD, upstream={"base_dataset": str(base_root)}, lake=lake, settings=settings,
+    return _train(context, asset="base_model", recipe=configured_recipe(RECIPES["base_from_scratch"], config),
+                  data_yaml=base_root / "data.yaml", eval_data=None, model=SCAFFOLD,
+                  upstream={"base_dataset": str(base_root)}, remap=config.remap, lake=lake, settings=settings,
                   runtime=yolo, pipes=pipes_subprocess_client)
 
 
 def model_asset(asset: str, recipe_name: str, data_asset: str) -> dg.AssetsDefinition:
+    recipe = RECIPES[recipe_name]
+    config_class = recipe_config(recipe)
+    tiles = f", on {recipe.tile}-px tiles of the frames" if recipe.tile else ""
+
+    ins = {"data": dg.AssetIn(data_asset), "base": dg.AssetIn("base_model")}
+    if data_asset != EVALUATION_DATA:  # an asset key may be an input once
+        ins["evaluation"] = dg.AssetIn(EVALUATION_DATA)
+
     @dg.asset(
-        name=asset, group_name="models", kinds={"pytorch"}, pool="gpu", code_version="1",
-        ins={"data": dg.AssetIn(data_asset), "base": dg.AssetIn("base_model")},
-        description=f"YOLO trained with the {recipe_name} recipe on {data_asset}, from base_model.",
+        name=asset, group_name="models", kinds={"pytorch"}, pool="gpu", code_version="2", ins=ins,
+        description=f"YOLO trained with the {recipe_name} recipe on {data_asset}{tiles}, from base_model; "
+                    f"scored on {EVALUATION_DATA}'s valid split.",
     )
     def _model(
-        context: dg.AssetExecutionContext, lake: LakeResource, settings: SettingsResource, yolo: YoloRuntime,
-        pipes_subprocess_client: dg.PipesSubprocessClient, data: LakeHandle, base: LakeHandle,
+        context: dg.AssetExecutionContext, config: config_class, lake: LakeResource, settings: SettingsResource,
+        yolo: YoloRuntime, pipes_subprocess_client: dg.PipesSubprocessClient, **inputs: LakeHandle,
     ) -> dg.MaterializeResult:
         home = lake.get().home
+        data, base = inputs["data"], inputs["base"]
+        evaluation = inputs.get("evaluation", data)
         return _train(
-            context, asset=asset, recipe_name=recipe_name, data_yaml=data.resolve(home) / "data.yaml",
-            train_images=sum(1 for line in (data.resolve(home) / "train.txt").read_text().splitlines() if line),
-            model=str(base.resolve(home) / "weights" / "best.pt"),
-            upstream={data_asset: data.version, "base_model": base.version, **data.extra.get("upstream", {})},
-            lake=lake, settings=settings, runtime=yolo, pipes=pipes_subprocess_client,
+            context, asset=asset, recipe=configured_recipe(recipe, config), data_yaml=data.resolve(home) / "data.yaml",
+            eval_data=evaluation.resolve(home) / "data.yaml", model=str(base.resolve(home) / "weights" / "best.pt"),
+            upstream={data_asset: data.version, EVALUATION_DATA: evaluation.version, "base_model": base.version,
+                      **data.extra.get("upstream", {})},
+            remap=config.remap, lake=lake, settings=settings, runtime=yolo, pipes=pipes_subprocess_client,
         )
 
     return _model

@@ -13,6 +13,7 @@ class YoloRuntime(dg.ConfigurableResource):
 
     device: str = "auto"
     batch: int = 0  # images per batch; 0 keeps the recipe's (GPU memory decides the real number)
-    workers: int = 2
+    workers: int = 2  # dataloader processes on a GPU (ultralytics loads CPU batches in the training process)
+    threads: int = 0  # torch CPU threads; 0: every core
     amp: bool = True  # mixed precision on CUDA; always off on the CPU
     cache: bool = False  # ultralytics image cache in RAM

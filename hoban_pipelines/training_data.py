@@ -1,0 +1,209 @@
+"""The dataset ultralytics reads: a private view of a YOLO dataset in the run folder, whole
+images or tiles.
+
+Why a view and not the dataset itself: ultralytics writes ``labels/<split>.cache`` beside the
+label files it reads, so training straight from a lake version or the user's own dataset would
+write into folders that must never change. The view hard-links whole images (no bytes copied)
+and writes its own label files and list files; ultralytics' caches land in the view.
+
+Why tiles: CCTV people are 20-80 px tall in 1920x1080 frames; shrunk to a training size of
+256-640 px they become a few pixels and a detector cannot learn them. Cutting frames into
+tiles keeps people at ``imgsz / tile`` of their size. The tile grid is SAHI's own
+(``sahi.slicing.get_slice_bboxes``, overlap 0.2 as the team slices), so training sees people
+exactly as sliced inference will. A box cut by a tile edge is kept, clipped, when at least half
+of it is inside; with 0.2 overlap every person up to 20% of a tile is whole in some tile.
+Images no larger than a tile are kept whole.
+
+Oversampling carries over: an image listed k times that becomes n tiles lists each tile
+ceil(k / n) times, so a frame keeps at least its weight in the mix and the tiles do not
+multiply a mix's oversampled share beyond what tiling itself adds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import yaml
+
+from hoban_pipelines.lake import link_or_copy, publish_directory, write_text_atomic
+from hoban_pipelines.yolo import YoloFormatError, image_size, list_yolo_dataset, parse_label_file
+
+TILE_OVERLAP = 0.2
+MIN_VISIBLE = 0.5
+TILE_JPEG_QUALITY = 95
+VIEW_RECORD = "view.yaml"
+# the data.yaml keys of the two splits training reads, and the list file each becomes
+SPLITS = {"train": "train.txt", "val": "val.txt"}
+
+
+class TrainingDataError(ValueError):
+    """A dataset that cannot be trained on; the message names the file and what to do."""
+
+
+@dataclass(frozen=True)
+class ViewSummary:
+    data_yaml: Path
+    tile: int
+    entries: dict[str, int]  # list-file lines per split (oversampled copies included)
+    images: dict[str, int]  # distinct source images per split
+    tiles: dict[str, int]  # tiles written per split (0 when whole images)
+    boxes: int  # boxes in the view's label files
+    boxes_cut: int  # boxes dropped because less than MIN_VISIBLE of them was inside any one tile's crop
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "data_yaml": str(self.data_yaml)}
+
+
+def tile_grid(width: int, height: int, tile: int, overlap: float = TILE_OVERLAP) -> list[tuple[int, int, int, int]]:
+    """SAHI's slices (x1, y1, x2, y2) of a width x height image; one slice when it fits in a tile."""
+    if width <= tile and height <= tile:
+        return [(0, 0, width, height)]
+    from sahi.slicing import get_slice_bboxes
+
+    return [tuple(box) for box in get_slice_bboxes(
+        image_height=height, image_width=width, slice_height=tile, slice_width=tile,
+        overlap_height_ratio=overlap, overlap_width_ratio=overlap,
+    )]
+
+
+def clip_boxes(
+    boxes: list[tuple[int, float, float, float, float]], width: int, height: int,
+    crop: tuple[int, int, int, int], min_visible: float = MIN_VISIBLE,
+) -> tuple[list[str], int]:
+    """YOLO label lines of ``boxes`` (normalised to the image) inside ``crop``, and how many were cut."""
+    x0, y0, x1, y1 = crop
+    crop_w, crop_h = x1 - x0, y1 - y0
+    lines, cut = [], 0
+    for cls, cx, cy, w, h in boxes:
+        bx1, by1, bx2, by2 = (cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height
+        ix1, iy1, ix2, iy2 = max(bx1, x0), max(by1, y0), min(bx2, x1), min(by2, y1)
+        if ix2 <= ix1 or iy2 <= iy1:
+            continue  # elsewhere in the image
+        if (ix2 - ix1) * (iy2 - iy1) < min_visible * (bx2 - bx1) * (by2 - by1):
+            cut += 1
+            continue
+        lines.append(
+            f"{cls} {((ix1 + ix2) / 2 - x0) / crop_w:.6f} {((iy1 + iy2) / 2 - y0) / crop_h:.6f} "
+            f"{(ix2 - ix1) / crop_w:.6f} {(iy2 - iy1) / crop_h:.6f}"
+        )
+    return lines, cut
+
+
+def build_training_view(
+    data_yaml: Path | str, out_dir: Path | str, *, tile: int = 0, splits: tuple[str, ...] = ("train", "val"),
+) -> ViewSummary:
+    """Write the view of the dataset at ``data_yaml`` into ``out_dir`` (published by rename).
+
+    ``tile`` 0 keeps whole images. An existing complete view is reused (a resumed run trains on
+    the same files). An empty split, an unreadable image or a malformed label line is an error
+    naming the file, raised before anything is published.
+    """
+    data_yaml, out_dir = Path(data_yaml).expanduser().resolve(), Path(out_dir)
+    record = out_dir / VIEW_RECORD
+    if record.is_file():
+        return _summary_from_record(out_dir, yaml.safe_load(record.read_text()))
+    try:
+        listing = list_yolo_dataset(data_yaml, ("train", "val"))
+    except YoloFormatError as exc:
+        raise TrainingDataError(str(exc)) from None
+    n_classes = len(listing.classes)
+    for split in splits:  # before any image is read: minutes of tiling must not end in this error
+        if not (listing.entries["split"] == split).any():
+            raise TrainingDataError(
+                f"{data_yaml}: the {split} split is empty (no image paths in its folder or list file); "
+                "a model cannot be trained or validated on nothing"
+            )
+    counts = {split: {"entries": 0, "images": 0, "tiles": 0} for split in splits}
+    boxes_total = boxes_cut = 0
+    with publish_directory(out_dir) as staging:
+        lists: dict[str, list[str]] = {}
+        for split in splits:
+            rows = listing.entries[listing.entries["split"] == split]
+            copies = Counter(rows["path"])
+            label_of = dict(zip(rows["path"], rows["label_path"]))
+            lines: list[str] = []
+            for number, (source, k) in enumerate(copies.items()):
+                source = Path(source)
+                label_path = Path(label_of[str(source)])
+                try:
+                    boxes = parse_label_file(label_path, n_classes) if label_path.is_file() else []
+                except YoloFormatError as exc:
+                    raise TrainingDataError(str(exc)) from None
+                size = image_size(source)
+                if isinstance(size, str):
+                    raise TrainingDataError(f"{source}: {size}; remove it from the dataset or replace the file")
+                width, height = size
+                stem = f"{number:06d}_{source.stem}"
+                grid = tile_grid(width, height, tile) if tile else [(0, 0, width, height)]
+                if len(grid) == 1:
+                    image = staging / "images" / split / f"{stem}{source.suffix.lower()}"
+                    link_or_copy(source, image)
+                    names = [image.name]
+                    label_lines, cut = clip_boxes(boxes, width, height, grid[0])
+                    _write_labels(staging / "labels" / split / f"{stem}.txt", label_lines)
+                    boxes_total, boxes_cut = boxes_total + len(label_lines), boxes_cut + cut
+                else:
+                    pixels = cv2.imread(str(source), cv2.IMREAD_COLOR)
+                    if pixels is None:
+                        raise TrainingDataError(f"{source}: OpenCV cannot decode it; remove or replace the file")
+                    names = []
+                    for index, crop in enumerate(grid):
+                        name = f"{stem}_t{index:02d}"
+                        x0, y0, x1, y1 = crop
+                        target = staging / "images" / split / f"{name}.jpg"
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        cv2.imwrite(str(target), pixels[y0:y1, x0:x1], [cv2.IMWRITE_JPEG_QUALITY, TILE_JPEG_QUALITY])
+                        label_lines, cut = clip_boxes(boxes, width, height, crop)
+                        _write_labels(staging / "labels" / split / f"{name}.txt", label_lines)
+                        boxes_total, boxes_cut = boxes_total + len(label_lines), boxes_cut + cut
+                        names.append(target.name)
+                    counts[split]["tiles"] += len(names)
+                repeat = math.ceil(k / len(names))
+                lines += [f"./images/{split}/{name}" for name in names for _ in range(repeat)]
+                counts[split]["images"] += 1
+            counts[split]["entries"] = len(lines)
+            lists[split] = lines
+            (staging / SPLITS[split]).write_text("\n".join(lines) + "\n")
+        spec = {
+            # ultralytics requires both keys; an evaluation-only view validates its val split
+            "train": SPLITS["train"] if "train" in splits else SPLITS["val"],
+            "val": SPLITS["val"] if "val" in splits else SPLITS["train"],
+            "names": dict(enumerate(listing.classes)),
+        }
+        (staging / "data.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        view = {
+            "source": str(data_yaml), "tile": tile, "overlap": TILE_OVERLAP, "min_visible": MIN_VISIBLE,
+            "counts": counts, "boxes": boxes_total, "boxes_cut": boxes_cut,
+        }
+        write_text_atomic(staging / VIEW_RECORD, yaml.safe_dump(view, sort_keys=False))
+    return _summary_from_record(out_dir, view)
+
+
+def _write_labels(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{line}\n" for line in lines))
+
+
+def _summary_from_record(out_dir: Path, view: dict) -> ViewSummary:
+    counts = view["counts"]
+    return ViewSummary(
+        data_yaml=out_dir / "data.yaml",
+        tile=int(view["tile"]),
+        entries={split: c["entries"] for split, c in counts.items()},
+        images={split: c["images"] for split, c in counts.items()},
+        tiles={split: c["tiles"] for split, c in counts.items()},
+        boxes=int(view["boxes"]),
+        boxes_cut=int(view["boxes_cut"]),
+    )
+
+
+def longest_side(data_yaml: Path | str, split: str = "val") -> int:
+    """The longest image side in a split of a dataset (the frame size an evaluation runs at)."""
+    listing = list_yolo_dataset(Path(data_yaml), (split,))
+    sizes = [image_size(Path(path)) for path in listing.entries["path"]]
+    return max((max(size) for size in sizes if not isinstance(size, str)), default=0)
+
