@@ -168,5 +168,14 @@ def bench_mix(as_json: bool) -> None:
     click.echo(json.dumps(mix.run()))
 
 
+@bench_group.command("train")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the only output format).")
+def bench_train(as_json: bool) -> None:
+    """One epoch through the base_model asset (Pipes child) against the same ultralytics call run directly."""
+    from hoban_pipelines.bench import train
+
+    click.echo(json.dumps(train.run()))
+
+
 if __name__ == "__main__":
     main()

@@ -107,13 +107,17 @@ def train(job: TrainJob, context: PipesContext, log: Callable[[str], None]) -> T
         base = load_checkpoint(job.model)
         if check_classes(base.classes, classes, job.remap):
             log(f"re-heading {base.path} from classes {base.classes} to {classes}")
-    sized = for_profile(job.recipe, job.profile)
+    sized = for_profile(job.recipe, job.profile, device=device)
     try:
         view = build_training_view(job.data_yaml, run_dir / VIEW_DIR, tile=sized.tile)
         evaluation = build_training_view(job.eval_data, run_dir / EVAL_DIR, splits=("val",)) if job.eval_data else view
     except TrainingDataError as exc:
         raise TrainingError(str(exc)) from None
-    recipe = for_profile(job.recipe, job.profile, train_images=view.entries["train"])
+    # finetunes share the demo's sample budget; a model from a yaml (scratch) needs all its epochs
+    from_checkpoint = str(job.model).endswith(".pt")
+    recipe = for_profile(
+        job.recipe, job.profile, train_images=view.entries["train"] if from_checkpoint else None, device=device,
+    )
     eval_imgsz = evaluation_imgsz(recipe, longest_side(evaluation.data_yaml))
     log(f"training view {view.data_yaml.parent}: {view.entries['train']} training entries from "
         f"{view.images['train']} images" + (f" in {view.tiles['train']} tiles of {view.tile} px" if view.tile else "")
@@ -134,7 +138,12 @@ def train(job: TrainJob, context: PipesContext, log: Callable[[str], None]) -> T
                 project=run_dir.parent, name=run_dir.name, amp=job.amp, cache=job.cache,
             )
         # ultralytics' own AMP check downloads weights; this one tests the model being trained
-        ultralytics.engine.trainer.check_amp = offline_amp_check
+        def amp_check(model) -> bool:
+            passed = offline_amp_check(model)
+            log(f"AMP check (offline, on the model being trained): {'passed, mixed precision' if passed else 'failed, float32'}")
+            return passed
+
+        ultralytics.engine.trainer.check_amp = amp_check
         model.add_callback("on_pretrain_routine_start", lambda trainer: torch.set_num_threads(threads))
         model.add_callback("on_fit_epoch_end", EpochReporter(log, context))
         model.train(**args)

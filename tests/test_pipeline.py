@@ -167,3 +167,19 @@ def test_base_model_from_a_configured_checkpoint_is_versioned_by_sha256(hoban_ho
         mat = instance.get_latest_materialization_event(dg.AssetKey("base_model")).asset_materialization
         assert mat.metadata["sha256"].value == file_sha256(checkpoint)
         assert file_sha256(hoban_home / handle.path / "weights" / "best.pt") == file_sha256(checkpoint)
+
+
+def test_recipes_are_run_config_with_the_teams_numbers_as_defaults():
+    from dataclasses import asdict
+
+    from hoban_pipelines.assets.models import MODELS, configured_recipe, recipe_config
+    from hoban_pipelines.training import RECIPES
+
+    for asset, (recipe_name, _) in MODELS.items():
+        recipe = RECIPES[recipe_name]
+        config = recipe_config(recipe)()
+        assert configured_recipe(recipe, config) == recipe, asset
+        schema = defs.resolve_assets_def(asset).op.config_schema.config_type
+        assert schema.fields["lr0"].default_value == recipe.lr0, asset
+    changed = configured_recipe(RECIPES["go2k_v2"], recipe_config(RECIPES["go2k_v2"])(epochs=3, lr0=0.01))
+    assert asdict(changed) == {**asdict(RECIPES["go2k_v2"]), "epochs": 3, "lr0": 0.01}

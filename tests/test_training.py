@@ -21,8 +21,7 @@ from hoban_pipelines.lake import file_sha256
 from hoban_pipelines.train_child import SUMMARY_FILE, materialization_metadata, train
 from hoban_pipelines.training_data import longest_side
 from hoban_pipelines.training import (
-    DEMO_MAX_IMGSZ,
-    DEMO_TILE_FACTOR,
+    DEMO_SIZES,
     RECIPES,
     RunState,
     TrainingError,
@@ -120,7 +119,11 @@ def test_profiles_shrink_runs():
     assert demo.epochs < v3.epochs and demo.imgsz < v3.imgsz and demo.lr0 == v3.lr0 and demo.copy_paste == v3.copy_paste
     assert (for_profile(v3, "test").epochs, for_profile(v3, "test").imgsz) == (1, 64)
     # CCTV recipes train on tiles twice the demo's image size: people keep half their pixels
-    assert (demo.imgsz, demo.tile) == (DEMO_MAX_IMGSZ, DEMO_MAX_IMGSZ * DEMO_TILE_FACTOR)
+    cpu = DEMO_SIZES["cpu"]
+    assert (demo.imgsz, demo.tile) == (cpu.max_imgsz, cpu.max_imgsz * cpu.tile_factor) == (256, 512)
+    # a GPU affords native-scale tiles and more epochs in the same demo minutes
+    gpu = for_profile(v3, "demo", device="0", train_images=1076)
+    assert (gpu.imgsz, gpu.tile, gpu.epochs) == (640, 640, 30)
     assert for_profile(RECIPES["go2k_v2"], "demo").tile == demo.tile
     assert for_profile(RECIPES["base_from_scratch"], "demo").tile == 0
     assert for_profile(v3, "test").tile == v3.tile
