@@ -177,5 +177,15 @@ def bench_train(as_json: bool) -> None:
     click.echo(json.dumps(train.run()))
 
 
+@bench_group.command("all")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the only output format).")
+def bench_all(as_json: bool) -> None:
+    """Every benchmark, one JSON line each: {"cvat": {...}}, {"mix": {...}}, {"train": {...}}."""
+    from hoban_pipelines.bench import cvat, mix, train
+
+    for name, bench in (("cvat", cvat), ("mix", mix), ("train", train)):
+        click.echo(json.dumps({name: bench.run()}))
+
+
 if __name__ == "__main__":
     main()

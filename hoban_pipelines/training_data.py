@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import yaml
 
-from hoban_pipelines.lake import link_or_copy, publish_directory, write_text_atomic
+from hoban_pipelines.lake import link_or_copy, publish_directory
 from hoban_pipelines.yolo import YoloFormatError, image_size, list_yolo_dataset, parse_label_file
 
 TILE_OVERLAP = 0.2
@@ -98,19 +98,24 @@ def build_training_view(
 ) -> ViewSummary:
     """Write the view of the dataset at ``data_yaml`` into ``out_dir`` (published by rename).
 
-    ``tile`` 0 keeps whole images. An existing complete view is reused (a resumed run trains on
-    the same files). An empty split, an unreadable image or a malformed label line is an error
-    naming the file, raised before anything is published.
+    ``tile`` 0 keeps whole images. An existing complete view of the same dataset and tile size
+    is reused (a resumed run trains on the same files). An empty split, an unreadable image or a
+    malformed label line is an error naming the file, raised before anything is published.
     """
     data_yaml, out_dir = Path(data_yaml).expanduser().resolve(), Path(out_dir)
     record = out_dir / VIEW_RECORD
     if record.is_file():
-        return _summary_from_record(out_dir, yaml.safe_load(record.read_text()))
+        earlier = yaml.safe_load(record.read_text())
+        if (earlier["source"], earlier["tile"], sorted(earlier["counts"])) != (str(data_yaml), tile, sorted(splits)):
+            raise TrainingDataError(
+                f"{out_dir} holds a view of {earlier['source']} (tile {earlier['tile']}), not of {data_yaml} "
+                f"(tile {tile}); give this run its own folder"
+            )
+        return _summary_from_record(out_dir, earlier)
     try:
         listing = list_yolo_dataset(data_yaml, ("train", "val"))
     except YoloFormatError as exc:
         raise TrainingDataError(str(exc)) from None
-    n_classes = len(listing.classes)
     for split in splits:  # before any image is read: minutes of tiling must not end in this error
         if not (listing.entries["split"] == split).any():
             raise TrainingDataError(
@@ -118,55 +123,22 @@ def build_training_view(
                 "a model cannot be trained or validated on nothing"
             )
     counts = {split: {"entries": 0, "images": 0, "tiles": 0} for split in splits}
-    boxes_total = boxes_cut = 0
+    kept_total = cut_total = 0
     with publish_directory(out_dir) as staging:
-        lists: dict[str, list[str]] = {}
         for split in splits:
             rows = listing.entries[listing.entries["split"] == split]
-            copies = Counter(rows["path"])
             label_of = dict(zip(rows["path"], rows["label_path"]))
             lines: list[str] = []
-            for number, (source, k) in enumerate(copies.items()):
-                source = Path(source)
-                label_path = Path(label_of[str(source)])
-                try:
-                    boxes = parse_label_file(label_path, n_classes) if label_path.is_file() else []
-                except YoloFormatError as exc:
-                    raise TrainingDataError(str(exc)) from None
-                size = image_size(source)
-                if isinstance(size, str):
-                    raise TrainingDataError(f"{source}: {size}; remove it from the dataset or replace the file")
-                width, height = size
-                stem = f"{number:06d}_{source.stem}"
-                grid = tile_grid(width, height, tile) if tile else [(0, 0, width, height)]
-                if len(grid) == 1:
-                    image = staging / "images" / split / f"{stem}{source.suffix.lower()}"
-                    link_or_copy(source, image)
-                    names = [image.name]
-                    label_lines, cut = clip_boxes(boxes, width, height, grid[0])
-                    _write_labels(staging / "labels" / split / f"{stem}.txt", label_lines)
-                    boxes_total, boxes_cut = boxes_total + len(label_lines), boxes_cut + cut
-                else:
-                    pixels = cv2.imread(str(source), cv2.IMREAD_COLOR)
-                    if pixels is None:
-                        raise TrainingDataError(f"{source}: OpenCV cannot decode it; remove or replace the file")
-                    names = []
-                    for index, crop in enumerate(grid):
-                        name = f"{stem}_t{index:02d}"
-                        x0, y0, x1, y1 = crop
-                        target = staging / "images" / split / f"{name}.jpg"
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        cv2.imwrite(str(target), pixels[y0:y1, x0:x1], [cv2.IMWRITE_JPEG_QUALITY, TILE_JPEG_QUALITY])
-                        label_lines, cut = clip_boxes(boxes, width, height, crop)
-                        _write_labels(staging / "labels" / split / f"{name}.txt", label_lines)
-                        boxes_total, boxes_cut = boxes_total + len(label_lines), boxes_cut + cut
-                        names.append(target.name)
-                    counts[split]["tiles"] += len(names)
-                repeat = math.ceil(k / len(names))
-                lines += [f"./images/{split}/{name}" for name in names for _ in range(repeat)]
+            for number, (source, copies) in enumerate(Counter(rows["path"]).items()):
+                names, kept, cut = _view_image(
+                    Path(source), Path(label_of[source]), len(listing.classes), tile,
+                    staging, split, f"{number:06d}_{Path(source).stem}",
+                )
+                kept_total, cut_total = kept_total + kept, cut_total + cut
+                lines += [f"./images/{split}/{name}" for name in names for _ in range(math.ceil(copies / len(names)))]
                 counts[split]["images"] += 1
+                counts[split]["tiles"] += len(names) if len(names) > 1 else 0
             counts[split]["entries"] = len(lines)
-            lists[split] = lines
             (staging / SPLITS[split]).write_text("\n".join(lines) + "\n")
         spec = {
             # ultralytics requires both keys; an evaluation-only view validates its val split
@@ -177,10 +149,45 @@ def build_training_view(
         (staging / "data.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
         view = {
             "source": str(data_yaml), "tile": tile, "overlap": TILE_OVERLAP, "min_visible": MIN_VISIBLE,
-            "counts": counts, "boxes": boxes_total, "boxes_cut": boxes_cut,
+            "counts": counts, "boxes": kept_total, "boxes_cut": cut_total,
         }
-        write_text_atomic(staging / VIEW_RECORD, yaml.safe_dump(view, sort_keys=False))
+        (staging / VIEW_RECORD).write_text(yaml.safe_dump(view, sort_keys=False))
     return _summary_from_record(out_dir, view)
+
+
+def _view_image(
+    source: Path, label_path: Path, n_classes: int, tile: int, staging: Path, split: str, stem: str,
+) -> tuple[list[str], int, int]:
+    """One source image in the view: its file names there, boxes kept and boxes cut."""
+    try:
+        boxes = parse_label_file(label_path, n_classes) if label_path.is_file() else []
+    except YoloFormatError as exc:
+        raise TrainingDataError(str(exc)) from None
+    size = image_size(source)
+    if isinstance(size, str):
+        raise TrainingDataError(f"{source}: {size}; remove it from the dataset or replace the file")
+    width, height = size
+    grid = tile_grid(width, height, tile) if tile else [(0, 0, width, height)]
+    if len(grid) == 1:
+        name = f"{stem}{source.suffix.lower()}"
+        link_or_copy(source, staging / "images" / split / name)
+        lines, cut = clip_boxes(boxes, width, height, grid[0])
+        _write_labels(staging / "labels" / split / f"{stem}.txt", lines)
+        return [name], len(lines), cut
+    pixels = cv2.imread(str(source), cv2.IMREAD_COLOR)
+    if pixels is None:
+        raise TrainingDataError(f"{source}: OpenCV cannot decode it; remove or replace the file")
+    names, kept, cut = [], 0, 0
+    (staging / "images" / split).mkdir(parents=True, exist_ok=True)
+    for index, (x0, y0, x1, y1) in enumerate(grid):
+        name = f"{stem}_t{index:02d}"
+        cv2.imwrite(str(staging / "images" / split / f"{name}.jpg"), pixels[y0:y1, x0:x1],
+                    [cv2.IMWRITE_JPEG_QUALITY, TILE_JPEG_QUALITY])
+        lines, tile_cut = clip_boxes(boxes, width, height, (x0, y0, x1, y1))
+        _write_labels(staging / "labels" / split / f"{name}.txt", lines)
+        names.append(f"{name}.jpg")
+        kept, cut = kept + len(lines), cut + tile_cut
+    return names, kept, cut
 
 
 def _write_labels(path: Path, lines: list[str]) -> None:

@@ -102,8 +102,9 @@ def test_whole_view_and_reuse(dataset, tmp_path, monkeypatch):
     view = build_training_view(dataset / "data.yaml", tmp_path / "view")
     assert view.tiles == {"train": 0, "val": 0} and view.entries == {"train": 5, "val": 1}
     assert (tmp_path / "view" / "train.txt").read_text().count("frame_b") == 3
-    again = build_training_view(dataset / "data.yaml", tmp_path / "view", tile=640)  # complete: reused as it is
-    assert again == view
+    assert build_training_view(dataset / "data.yaml", tmp_path / "view") == view  # complete: reused as it is
+    with pytest.raises(TrainingDataError, match="holds a view of .* \\(tile 0\\), not of .* \\(tile 640\\)"):
+        build_training_view(dataset / "data.yaml", tmp_path / "view", tile=640)
     evaluation = build_training_view(dataset / "data.yaml", tmp_path / "eval", splits=("val",))
     assert yaml.safe_load(evaluation.data_yaml.read_text())["train"] == "val.txt"
     assert longest_side(evaluation.data_yaml) == 1920
