@@ -103,7 +103,8 @@ def train(job: TrainJob, context: PipesContext, log: Callable[[str], None]) -> T
         raise TrainingError(str(exc)) from None
     if job.classes is not None and list(job.classes) != classes:
         raise TrainingError(f"{job.data_yaml} names classes {classes}, but the job expects {list(job.classes)}")
-    if str(job.model).endswith(".pt"):
+    from_checkpoint = str(job.model).endswith(".pt")  # else a model yaml: training from scratch
+    if from_checkpoint:
         base = load_checkpoint(job.model)
         if check_classes(base.classes, classes, job.remap):
             log(f"re-heading {base.path} from classes {base.classes} to {classes}")
@@ -113,8 +114,7 @@ def train(job: TrainJob, context: PipesContext, log: Callable[[str], None]) -> T
         evaluation = build_training_view(job.eval_data, run_dir / EVAL_DIR, splits=("val",)) if job.eval_data else view
     except TrainingDataError as exc:
         raise TrainingError(str(exc)) from None
-    # finetunes share the demo's sample budget; a model from a yaml (scratch) needs all its epochs
-    from_checkpoint = str(job.model).endswith(".pt")
+    # finetunes share the demo's sample budget; training from scratch needs all its epochs
     recipe = for_profile(
         job.recipe, job.profile, train_images=view.entries["train"] if from_checkpoint else None, device=device,
     )
@@ -138,8 +138,8 @@ def train(job: TrainJob, context: PipesContext, log: Callable[[str], None]) -> T
                 project=run_dir.parent, name=run_dir.name, amp=job.amp, cache=job.cache,
             )
         # ultralytics' own AMP check downloads weights; this one tests the model being trained
-        def amp_check(model) -> bool:
-            passed = offline_amp_check(model)
+        def amp_check(trained) -> bool:
+            passed = offline_amp_check(trained)
             log(f"AMP check (offline, on the model being trained): {'passed, mixed precision' if passed else 'failed, float32'}")
             return passed
 

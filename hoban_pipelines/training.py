@@ -74,7 +74,7 @@ _RESERVED_ARGS = frozenset({
     "data", "model", "device", "workers", "project", "name", "exist_ok", "amp", "cache",
     "plots", "val", "seed", "deterministic", "resume", "save_dir",
 })
-_NOT_TRAIN_ARGS = ("name", "extra", "tile", "demo_tiles")  # recipe fields that are not ultralytics arguments
+_NOT_TRAIN_ARGS = ("name", "extra", "tile", "demo_tiles", "demo_weight")  # recipe fields that are not ultralytics arguments
 
 
 class TrainingError(RuntimeError):
@@ -102,6 +102,8 @@ class TrainRecipe:
     tile: int = 0
     # the data is CCTV frames with small people: the demo profile tiles it (see DEMO_SIZES)
     demo_tiles: bool = False
+    # share of the demo profile's sample budget: the team's main run gets more than the side runs
+    demo_weight: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)  # any other ultralytics train argument
 
     def __post_init__(self) -> None:
@@ -110,6 +112,8 @@ class TrainRecipe:
         for key in ("epochs", "imgsz", "batch"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise TrainingError(f"recipe {self.name!r}: {key} must be a positive integer, got {getattr(self, key)!r}")
+        if not self.demo_weight > 0:
+            raise TrainingError(f"recipe {self.name!r}: demo_weight must be positive, got {self.demo_weight!r}")
         if not isinstance(self.tile, int) or self.tile < 0 or 0 < self.tile < 32:
             raise TrainingError(f"recipe {self.name!r}: tile must be 0 (whole images) or at least 32 pixels, got {self.tile!r}")
         clashes = sorted((set(self.extra) & _RESERVED_ARGS) | (set(self.extra) & {f.name for f in fields(self)}))
@@ -140,13 +144,13 @@ RECIPES: dict[str, TrainRecipe] = {
         # lets ultralytics pick AdamW with a class-count-fitted lr0 for short runs like this one
         TrainRecipe(name="base_from_scratch", epochs=100, imgsz=640, batch=16, optimizer="auto", lr0=0.01, patience=20),
         TrainRecipe(name="finetune_sgd", epochs=100, imgsz=640, batch=16, optimizer="SGD", lr0=0.005, patience=20,
-                    demo_tiles=True),
+                    demo_tiles=True, demo_weight=0.6),
         TrainRecipe(name="finetune_adamw", epochs=100, imgsz=640, batch=16, optimizer="AdamW", lr0=0.0002, patience=20,
-                    demo_tiles=True),
+                    demo_tiles=True, demo_weight=0.6),
         # their run stopped at epoch 97 (patience 20); best epoch 77, about 5 h on their GPU
         TrainRecipe(
             name="go2k_v2", epochs=100, imgsz=640, batch=16, optimizer="SGD", lr0=0.005, cos_lr=True,
-            patience=20, mosaic=1.0, mixup=0.1, degrees=5.0, erasing=0.1, demo_tiles=True,
+            patience=20, mosaic=1.0, mixup=0.1, degrees=5.0, erasing=0.1, demo_tiles=True, demo_weight=2.0,
         ),
         # planned ("tile training + 1280 px + copy_paste"); numbers beyond the log's are guesses:
         # 1280 tiles at imgsz 1280 train at the frames' own scale; batch 8 since 1280 px needs four
@@ -155,7 +159,7 @@ RECIPES: dict[str, TrainRecipe] = {
         TrainRecipe(
             name="go2k_v3", epochs=100, imgsz=1280, batch=8, optimizer="SGD", lr0=0.005, cos_lr=True,
             patience=20, mosaic=1.0, mixup=0.1, degrees=5.0, erasing=0.1, copy_paste=0.3, tile=1280,
-            demo_tiles=True,
+            demo_tiles=True, demo_weight=0.6,
         ),
     )
 }
@@ -177,7 +181,7 @@ def for_profile(
         imgsz = min(recipe.imgsz, size.max_imgsz)
         epochs = min(recipe.epochs, size.max_epochs)
         if train_images:
-            epochs = min(epochs, max(1, round(size.sample_budget / train_images)))
+            epochs = min(epochs, max(1, round(size.sample_budget * recipe.demo_weight / train_images)))
         tile = imgsz * size.tile_factor if recipe.demo_tiles else recipe.tile
         return replace(recipe, epochs=epochs, imgsz=imgsz, tile=tile)
     if profile == "test":

@@ -122,7 +122,7 @@ def test_profiles_shrink_runs():
     cpu = DEMO_SIZES["cpu"]
     assert (demo.imgsz, demo.tile) == (cpu.max_imgsz, cpu.max_imgsz * cpu.tile_factor) == (256, 512)
     # a GPU affords native-scale tiles and more epochs in the same demo minutes
-    gpu = for_profile(v3, "demo", device="0", train_images=1076)
+    gpu = for_profile(RECIPES["go2k_v2"], "demo", device="0", train_images=1076)
     assert (gpu.imgsz, gpu.tile, gpu.epochs) == (640, 640, 30)
     assert for_profile(RECIPES["go2k_v2"], "demo").tile == demo.tile
     assert for_profile(RECIPES["base_from_scratch"], "demo").tile == 0
@@ -131,6 +131,9 @@ def test_profiles_shrink_runs():
     assert for_profile(v3, "demo", train_images=96).epochs == demo.epochs
     assert for_profile(v3, "demo", train_images=1070).epochs < demo.epochs
     assert for_profile(v3, "demo", train_images=100_000).epochs == 1
+    # the team's main run (go2k_v2) gets a larger share of the demo's minutes than the side runs
+    assert for_profile(RECIPES["go2k_v2"], "demo", train_images=1755).epochs == 3
+    assert for_profile(RECIPES["finetune_sgd"], "demo", train_images=1455).epochs == 1
     with pytest.raises(TrainingError, match="unknown training profile 'huge'"):
         for_profile(v3, "huge")
 

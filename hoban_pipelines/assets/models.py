@@ -37,7 +37,7 @@ MODELS = {
 }
 EVALUATION_DATA = "go2k_split"
 # recipe fields the launchpad does not offer: the name is the asset's, the rest is code
-_FIXED_FIELDS = ("name", "extra", "demo_tiles")
+_FIXED_FIELDS = ("name", "extra", "demo_tiles", "demo_weight")
 
 
 def recipe_config(recipe: TrainRecipe) -> type[dg.Config]:
