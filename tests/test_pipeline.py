@@ -84,6 +84,8 @@ def test_demo_runs_the_whole_graph_and_a_second_run_reuses_everything(small_conf
         v3 = instance.get_latest_materialization_event(dg.AssetKey("model_go2k_v3")).asset_materialization
         assert v3.metadata["recipe"].value["tile"] == 1280 and v3.metadata["eval_imgsz"].value > v3.metadata["imgsz"].value
         model_dir = hoban_home / model.metadata["lake_path"].value
+        scratch = next((hoban_home / "runs" / "model_go2k_v2").iterdir())
+        assert (scratch / "weights" / "last.pt").is_file() and not (scratch / "data").exists()
         assert (model_dir / "weights" / "best.pt").is_file() and (model_dir / "curves.png").is_file()
         comparison = instance.get_latest_materialization_event(dg.AssetKey("model_comparison")).asset_materialization
         assert "model_go2k_finetune_adamw" in comparison.metadata["models"].value

@@ -21,6 +21,7 @@ from hoban_pipelines.lake import LakeHandle, file_sha256
 from hoban_pipelines.model_report import comparison_plot, comparison_table
 from hoban_pipelines.reports import markdown_table, png_markdown
 from hoban_pipelines.resources import LakeResource, SettingsResource, YoloRuntime
+from hoban_pipelines.train_child import EVAL_DIR, VIEW_DIR
 from hoban_pipelines.train_child import SUMMARY_FILE as SUMMARY
 from hoban_pipelines.training import RECIPES, TrainJob, TrainRecipe, load_checkpoint, resolve_device
 
@@ -105,6 +106,12 @@ def _train(
                 shutil.copy2(source, version.path / relative)
         (version.path / "recipe.json").write_text(json.dumps(job, indent=2, sort_keys=True))
         version.digest = file_sha256(version.path / "weights" / "best.pt")
+    # the views (tiles: ~150 MB a demo run) are derived from lake inputs and rebuilt on demand;
+    # the weights stay for a re-execution of this run
+    for view in (run_dir / VIEW_DIR, run_dir / EVAL_DIR):
+        if view.is_dir():
+            shutil.rmtree(view)
+    context.log.info(f"published {version.final_path}; removed the training views from {run_dir}")
     handle = store.handle_for(version.final_path, asset=asset, version=version.version,
                               extra={"classes": site.classes, "upstream": upstream, "recipe": recipe.name})
     return dg.MaterializeResult(
