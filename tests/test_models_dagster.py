@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -103,7 +104,9 @@ RUN_BASE_MODEL = (
     "module, folder = sys.argv[1:3]\n"
     "with dg.DagsterInstance.get() as instance:\n"
     "    job = dg.build_reconstructable_job(module, 'base_model_job', reconstructor_working_directory=folder)\n"
-    "    result = dg.execute_job(job, instance=instance)\n"
+    # retrain: the second run must train too, not reuse the first one's identical published job
+    "    run_config = {'ops': {'base_model': {'config': {'retrain': True}}}}\n"
+    "    result = dg.execute_job(job, instance=instance, run_config=run_config)\n"
     "print(result.run_id)\n"
     "sys.exit(0 if result.success else 1)\n"
 )
@@ -245,3 +248,28 @@ def test_gpu_pool_runs_one_training_at_a_time(hoban_home, small_site, tmp_path, 
         assert (hoban_home / SCRATCH / "base_model" / run_id / "weights" / "best.pt").is_file()
     assert instance.get_latest_materialization_event(dg.AssetKey("base_model")).run_id == second_id
     assert 1 <= len(Lake(hoban_home).versions("base_model")) <= 2
+
+
+def test_an_unchanged_job_is_reused_and_a_changed_dataset_retrains(hoban_home, small_site, tmp_path, monkeypatch):
+    dataset = tmp_path / "base_dataset"
+    shutil.copytree(small_site / "base_dataset", dataset)
+    config = tmp_path / "hoban.yaml"
+    config.write_text(yaml.safe_dump({"base_dataset": str(dataset), "train_profile": "test"}))
+    monkeypatch.setenv("HOBAN_CONFIG", str(config))
+    job = base_model_job()
+    with dg.instance_for_test() as instance:
+        def materialize(**config) -> dict:
+            run_config = {"ops": {"base_model": {"config": config}}} if config else None
+            result = job.execute_in_process(instance=instance, run_config=run_config)
+            return result.asset_materializations_for_node("base_model")[0].metadata
+
+        first = materialize()
+        assert first["reused_version"].value is False
+        again = materialize()
+        assert again["reused_version"].value is True and again["version"] == first["version"]
+        assert again["val/mAP50"] == first["val/mAP50"]
+        assert materialize(retrain=True)["reused_version"].value is False
+        label = next((dataset / "labels" / "train").glob("*.txt"))
+        label.write_text(label.read_text() + "0 0.5 0.5 0.1 0.1\n")
+        assert materialize()["reused_version"].value is False  # the dataset changed: trained anew
+    assert len(list((hoban_home / "runs" / "base_model").iterdir())) == 3

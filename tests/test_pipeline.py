@@ -99,6 +99,12 @@ def test_demo_runs_the_whole_graph_and_a_second_run_reuses_everything(small_conf
         assert again.metadata["version"].value == version and again.metadata["reused_version"].value is True
         site = instance.get_latest_materialization_event(dg.AssetKey("demo_site")).asset_materialization
         assert site.metadata["status"].value == "up to date"
+        # the same jobs on the same upstream versions are not trained again
+        for asset in ("base_model", "model_go2k_v2"):
+            rerun = instance.get_latest_materialization_event(dg.AssetKey(asset)).asset_materialization
+            assert rerun.metadata["reused_version"].value is True, asset
+            assert isinstance(rerun.metadata["val/mAP50"].value, float)
+        assert len(list((hoban_home / "runs" / "model_go2k_v2").iterdir())) == 1
     assert any("done." in line for line in lines)
 
 

@@ -17,6 +17,7 @@ from typing import get_type_hints
 import dagster as dg
 
 from hoban_pipelines.assets.common import lake_output
+from hoban_pipelines.inputs import fingerprint_folder
 from hoban_pipelines.lake import LakeHandle, file_sha256
 from hoban_pipelines.model_report import comparison_plot, comparison_table
 from hoban_pipelines.reports import markdown_table, png_markdown
@@ -45,19 +46,46 @@ def recipe_config(recipe: TrainRecipe) -> type[dg.Config]:
     """A run config class whose defaults are the recipe's numbers (the team's), editable in the launchpad."""
     types = get_type_hints(TrainRecipe)
     annotations = {f.name: types[f.name] for f in fields(TrainRecipe) if f.name not in _FIXED_FIELDS}
-    annotations["remap"] = bool
+    options = {"remap": False, "retrain": False}
+    annotations.update({name: bool for name in options})
     namespace = {
         "__annotations__": annotations,
-        **{name: getattr(recipe, name) for name in annotations if name != "remap"},
-        "remap": False,
+        **{name: getattr(recipe, name) for name in annotations if name not in options},
+        **options,
         "__doc__": f"The {recipe.name} recipe; the train_profile setting sizes epochs and image size "
-                   "(`full` trains as written). remap: allow a base checkpoint with other classes.",
+                   "(`full` trains as written). remap: allow a base checkpoint with other classes. "
+                   "retrain: train again even when this exact job already has a published version.",
     }
     return type("".join(part.capitalize() for part in recipe.name.split("_")) + "Config", (dg.Config,), namespace)
 
 
 def configured_recipe(recipe: TrainRecipe, config: dg.Config) -> TrainRecipe:
-    return replace(recipe, **{k: v for k, v in config.model_dump().items() if k != "remap"})
+    return replace(recipe, **{k: v for k, v in config.model_dump().items() if k not in ("remap", "retrain")})
+
+
+def _job_key(extras: dict, upstream: dict) -> tuple:
+    """What decides a trained model: the job's identity (recipe, profile, data files, base,
+    classes), the upstream versions, and whether it trains on a CPU or a GPU (the demo profile
+    is sized per device)."""
+    return TrainJob.from_extras(extras).identity(), upstream, extras["device"] == "cpu"
+
+
+def _published_job(
+    context: dg.AssetExecutionContext, store, asset: str, job: dict, upstream: dict,
+) -> tuple[str, dict] | None:
+    """A lake version of this exact job and its materialization metadata, newest first."""
+    for version in reversed(store.versions(asset)):
+        stored = store.asset_dir(asset) / version / "recipe.json"
+        if not stored.is_file():
+            continue
+        earlier = _job_key(json.loads(stored.read_text()), store.version_info(asset, version).get("upstream"))
+        if earlier != _job_key(job, upstream):
+            continue
+        for record in context.instance.fetch_materializations(dg.AssetKey(asset), limit=100).records:
+            metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+            if "version" in metadata and metadata["version"].value == version:
+                return version, metadata
+    return None
 
 
 def _train(
@@ -70,6 +98,7 @@ def _train(
     model: str,
     upstream: dict[str, str],
     remap: bool,
+    retrain: bool,
     lake: LakeResource,
     settings: SettingsResource,
     runtime: YoloRuntime,
@@ -87,6 +116,15 @@ def _train(
         threads=runtime.threads, amp=runtime.amp and device != "cpu", cache=runtime.cache, classes=site.classes,
         remap=remap,
     ).as_extras()
+    extra = {"classes": site.classes, "upstream": upstream, "recipe": recipe.name}
+    published = None if retrain else _published_job(context, store, asset, job, upstream)
+    if published:
+        version, metadata = published
+        context.log.info(f"{asset}: this exact job (recipe, profile, upstream versions, device kind) is published as "
+                         f"{version}; reusing it instead of training again (run config retrain: true trains anew)")
+        handle = store.handle_for(store.asset_dir(asset) / version, asset=asset, version=version, extra=extra)
+        return dg.MaterializeResult(value=handle, data_version=dg.DataVersion(version),
+                                    metadata={**metadata, "reused_version": True})
     context.log.info(f"training {asset} with {recipe.name} ({site.train_profile} profile) on {device}: "
                      f"{json.dumps(job['recipe'])}")
     invocation = pipes.run(
@@ -112,13 +150,13 @@ def _train(
         if view.is_dir():
             shutil.rmtree(view)
     context.log.info(f"published {version.final_path}; removed the training views from {run_dir}")
-    handle = store.handle_for(version.final_path, asset=asset, version=version.version,
-                              extra={"classes": site.classes, "upstream": upstream, "recipe": recipe.name})
+    handle = store.handle_for(version.final_path, asset=asset, version=version.version, extra=extra)
     return dg.MaterializeResult(
         value=handle,
         data_version=dg.DataVersion(version.version),
         metadata={
             **reported.metadata,
+            "reused_version": False,
             "version": version.version,
             "lake_path": dg.MetadataValue.path(handle.path),
             "upstream": dg.MetadataValue.json(upstream),
@@ -153,9 +191,12 @@ def base_model(
             "lake_path": dg.MetadataValue.path(handle.path),
         })
     base_root = site.require("base_dataset", "YOLO dataset folder (with data.yaml)")
+    # the folder's files (names, sizes, times) stand for its content: a changed dataset retrains
+    files = fingerprint_folder(base_root).version
     return _train(context, asset="base_model", recipe=configured_recipe(RECIPES["base_from_scratch"], config),
                   data_yaml=base_root / "data.yaml", eval_data=None, model=SCAFFOLD,
-                  upstream={"base_dataset": str(base_root)}, remap=config.remap, lake=lake, settings=settings,
+                  upstream={"base_dataset": f"{base_root} ({files})"}, remap=config.remap, retrain=config.retrain, lake=lake,
+                  settings=settings,
                   runtime=yolo, pipes=pipes_subprocess_client)
 
 
@@ -185,7 +226,8 @@ def model_asset(asset: str, recipe_name: str, data_asset: str) -> dg.AssetsDefin
             eval_data=evaluation.resolve(home) / "data.yaml", model=str(base.resolve(home) / "weights" / "best.pt"),
             upstream={data_asset: data.version, EVALUATION_DATA: evaluation.version, "base_model": base.version,
                       **data.extra.get("upstream", {})},
-            remap=config.remap, lake=lake, settings=settings, runtime=yolo, pipes=pipes_subprocess_client,
+            remap=config.remap, retrain=config.retrain, lake=lake, settings=settings, runtime=yolo,
+            pipes=pipes_subprocess_client,
         )
 
     return _model
