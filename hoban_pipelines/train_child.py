@@ -32,6 +32,7 @@ from hoban_pipelines.training import (  # noqa: E402
     TrainSummary,
     check_classes,
     cpu_threads,
+    demo_samples,
     evaluation_imgsz,
     for_profile,
     load_checkpoint,
@@ -109,8 +110,13 @@ def train(job: TrainJob, context: PipesContext, log: Callable[[str], None]) -> T
         if check_classes(base.classes, classes, job.remap):
             log(f"re-heading {base.path} from classes {base.classes} to {classes}")
     sized = for_profile(job.recipe, job.profile, device=device)
+    # a finetune in the demo profile sees its share of samples, if need be less than an epoch
+    budget = demo_samples(job.recipe, device) if job.profile == "demo" and from_checkpoint else 0
     try:
-        view = build_training_view(job.data_yaml, run_dir / VIEW_DIR, tile=sized.tile)
+        view = build_training_view(
+            job.data_yaml, run_dir / VIEW_DIR, tile=sized.tile, tile_over=sized.tile_over,
+            background_tiles=sized.background_tiles, max_train_entries=budget,
+        )
         evaluation = build_training_view(job.eval_data, run_dir / EVAL_DIR, splits=("val",)) if job.eval_data else view
     except TrainingDataError as exc:
         raise TrainingError(str(exc)) from None
@@ -119,9 +125,12 @@ def train(job: TrainJob, context: PipesContext, log: Callable[[str], None]) -> T
         job.recipe, job.profile, train_images=view.entries["train"] if from_checkpoint else None, device=device,
     )
     eval_imgsz = evaluation_imgsz(recipe, longest_side(evaluation.data_yaml))
+    tiling = (f" ({view.tiles['train']} tiles of {view.tile} px cut from the largest, "
+              f"{view.background_tiles_dropped['train']} label-free ones left out)") if view.tiles["train"] else ""
+    if view.sampled_out["train"]:
+        tiling += f", a fixed sample of {view.max_train_entries} (the profile's budget)"
     log(f"training view {view.data_yaml.parent}: {view.entries['train']} training entries from "
-        f"{view.images['train']} images" + (f" in {view.tiles['train']} tiles of {view.tile} px" if view.tile else "")
-        + f"; {job.profile} profile: {recipe.epochs} epochs at imgsz {recipe.imgsz}; scored on "
+        f"{view.images['train']} images{tiling}; {job.profile} profile: {recipe.epochs} epochs at imgsz {recipe.imgsz}; scored on "
         f"{job.eval_data or job.data_yaml} at imgsz {eval_imgsz}")
     log(note)
     record_job(job)

@@ -40,31 +40,43 @@ SEED = 0
 # demo: `make demo` trains a base model from scratch and the go2k models on 2 CPU cores.
 # Measured on the demo base dataset (300 train / 60 val 640x640 images, batch 16, 2 cores, one
 # torch thread): an epoch takes about 33 s at imgsz 320 and 145 s at 640, so 640 is out of reach.
-# From scratch at 320 (a 15-epoch run), val mAP50 is 0 for 5 epochs, 0.38 at epoch 8, 0.49 at 12.
-# On whole 1920x1080 frames at 320 the go2k people (20-80 px) are 3-13 px and the go2k models
-# score mAP50 0.000; the demo therefore trains them on tiles of twice its image size, so people
-# keep half their pixels (10-40 px), and evaluates them on whole frames at the matching size.
-# How far tiles get (measured on an H100 with the demo's go2k split, from a 320-px base model,
-# mAP50 on the 23 whole valid frames): ~4,000 training samples of 640 tiles at 320 reach
-# 0.25-0.30 whatever the batch, lr or optimizer; 12,400 samples reach 0.50 (helmet 0.80, no
-# helmet 0.20). 12,400 samples take ~12 min on 2 cores, so on a CPU the demo's go2k models
-# learn but stay below 0.5.
+# On whole 1920x1080 frames at 256-320 the go2k people (20-80 px) are 3-13 px and the go2k
+# models score mAP50 0.000, so the demo trains them on tiles.
+# Measured on 2 cores, go2k_v2 from the demo's base model, mAP50 on go2k_split's 23 whole valid
+# frames (helmet / no helmet); all but the last on the site generator's previous version (1.0):
+# - 512-px tiles at 256 (people at half size, scored at 960), ~5,300 samples: 0.27 (0.41 / 0.12);
+#   on an H100 such half-size tiles needed ~12,400 samples for 0.50.
+# - 256-px tiles at 256 (native size, scored at 1920): the base model alone scores 0.30; after
+#   one epoch of every tile (8,589, the base set's images tiled too) 0.22. Left whole, the base
+#   images keep their people's heads (a cut-off body still carried its helmet class), and 80% of
+#   the label-free tiles are left out: 2 epochs of 2,017 entries reach 0.28, 4 epochs 0.52.
+# - ultralytics accumulates gradients up to a nominal batch of 64, so a batch-16 run of 8,000
+#   samples stepped the optimizer 125 times; stepping every batch (nbs = batch) gave the base
+#   model 0.55 instead of 0.48 on its val in the same 12 epochs (0.40 instead of 0.30 on the
+#   go2k frames before any finetuning). Its warmup (3 epochs, at least 100 iterations) would
+#   cover a whole short run: the demo warms up for a tenth of the run (the 100 still apply).
+# - Through `make demo` (all of the above): go2k_v2 4 epochs of 2,086 entries, 0.51 (0.85 /
+#   0.17), about 6.5 min of the 15. The side runs (finetunes, go2k_v3) get 800 samples each.
 @dataclass(frozen=True)
 class DemoSize:
-    max_imgsz: int
-    tile_factor: int  # CCTV recipes train on tiles this many times the image size (people at 1/factor)
+    max_imgsz: int  # CCTV recipes train on tiles of this size at this size: people keep their pixels
     max_epochs: int
     sample_budget: int  # training samples a finetune sees (epochs x entries)
+    background_tiles: float  # share of label-free tiles kept
+    step_every_batch: bool  # nbs = batch: no gradient accumulation
 
 
 DEMO_SIZES = {
-    "cpu": DemoSize(max_imgsz=256, tile_factor=2, max_epochs=12, sample_budget=2400),
-    # On a GPU the same 15 minutes buy native-scale tiles: measured on an H100 with the real
-    # child, 30 epochs of 640 tiles at 640 from the demo's go2k frames (1,480 tiles, 6-7 s an
+    "cpu": DemoSize(max_imgsz=256, max_epochs=12, sample_budget=4000,
+                    background_tiles=0.2, step_every_batch=True),
+    # On a GPU the same 15 minutes buy bigger tiles at native scale: measured on an H100 with the
+    # real child, 30 epochs of 640 tiles at 640 from the demo's go2k frames (1,480 tiles, 6-7 s an
     # epoch, 204 s in all) reach mAP50 0.984 on whole frames at 1920 (a base model from
     # scratch: 30 epochs, 0.59 on the base valid, 49 s).
-    "cuda": DemoSize(max_imgsz=640, tile_factor=1, max_epochs=30, sample_budget=45_000),
+    "cuda": DemoSize(max_imgsz=640, max_epochs=30, sample_budget=45_000,
+                     background_tiles=1.0, step_every_batch=False),
 }
+DEMO_WARMUP_SHARE = 0.1
 # test: one epoch at the smallest size ultralytics trains at (two strides of 32)
 TEST_EPOCHS = 1
 TEST_IMGSZ = 64
@@ -74,7 +86,7 @@ _RESERVED_ARGS = frozenset({
     "data", "model", "device", "workers", "project", "name", "exist_ok", "amp", "cache",
     "plots", "val", "seed", "deterministic", "resume", "save_dir",
 })
-_NOT_TRAIN_ARGS = ("name", "extra", "tile", "demo_tiles", "demo_weight")  # recipe fields that are not ultralytics arguments
+_NOT_TRAIN_ARGS = ("name", "extra", "tile", "tile_over", "background_tiles", "demo_tiles", "demo_weight")  # recipe fields that are not ultralytics arguments
 
 
 class TrainingError(RuntimeError):
@@ -100,6 +112,9 @@ class TrainRecipe:
     copy_paste: float = 0.0
     # train on square tiles of this many source pixels cut from larger images (0: whole images)
     tile: int = 0
+    # only images longer than this are tiled: the 1920x1080 CCTV frames, not a generic set's 640 px
+    tile_over: int = 1280
+    background_tiles: float = 1.0  # share of the tiles without any label that training keeps
     # the data is CCTV frames with small people: the demo profile tiles it (see DEMO_SIZES)
     demo_tiles: bool = False
     # share of the demo profile's sample budget: the team's main run gets more than the side runs
@@ -112,6 +127,10 @@ class TrainRecipe:
         for key in ("epochs", "imgsz", "batch"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise TrainingError(f"recipe {self.name!r}: {key} must be a positive integer, got {getattr(self, key)!r}")
+        if not isinstance(self.tile_over, int) or self.tile_over < 0:
+            raise TrainingError(f"recipe {self.name!r}: tile_over must be a pixel count of 0 or more, got {self.tile_over!r}")
+        if not 0.0 <= self.background_tiles <= 1.0:
+            raise TrainingError(f"recipe {self.name!r}: background_tiles must be a share between 0 and 1, got {self.background_tiles!r}")
         if not self.demo_weight > 0:
             raise TrainingError(f"recipe {self.name!r}: demo_weight must be positive, got {self.demo_weight!r}")
         if not isinstance(self.tile, int) or self.tile < 0 or 0 < self.tile < 32:
@@ -144,9 +163,9 @@ RECIPES: dict[str, TrainRecipe] = {
         # lets ultralytics pick AdamW with a class-count-fitted lr0 for short runs like this one
         TrainRecipe(name="base_from_scratch", epochs=100, imgsz=640, batch=16, optimizer="auto", lr0=0.01, patience=20),
         TrainRecipe(name="finetune_sgd", epochs=100, imgsz=640, batch=16, optimizer="SGD", lr0=0.005, patience=20,
-                    demo_tiles=True, demo_weight=0.6),
+                    demo_tiles=True, demo_weight=0.2),
         TrainRecipe(name="finetune_adamw", epochs=100, imgsz=640, batch=16, optimizer="AdamW", lr0=0.0002, patience=20,
-                    demo_tiles=True, demo_weight=0.6),
+                    demo_tiles=True, demo_weight=0.2),
         # their run stopped at epoch 97 (patience 20); best epoch 77, about 5 h on their GPU
         TrainRecipe(
             name="go2k_v2", epochs=100, imgsz=640, batch=16, optimizer="SGD", lr0=0.005, cos_lr=True,
@@ -159,7 +178,7 @@ RECIPES: dict[str, TrainRecipe] = {
         TrainRecipe(
             name="go2k_v3", epochs=100, imgsz=1280, batch=8, optimizer="SGD", lr0=0.005, cos_lr=True,
             patience=20, mosaic=1.0, mixup=0.1, degrees=5.0, erasing=0.1, copy_paste=0.3, tile=1280,
-            demo_tiles=True, demo_weight=0.6,
+            demo_tiles=True, demo_weight=0.2,
         ),
     )
 }
@@ -172,21 +191,36 @@ def for_profile(
     (2 CPU cores, or one GPU), 'test' is one tiny epoch.
 
     ``train_images`` (entries of the training split as trained, tiles and oversampled copies
-    included) lets 'demo' spend about the same time on every run: fewer epochs over more images.
+    included) lets 'demo' spend the recipe's share of time (``demo_samples``): fewer epochs over
+    more images.
     """
     if profile == "full":
         return recipe
     if profile == "demo":
-        size = DEMO_SIZES["cpu" if device == "cpu" else "cuda"]
+        size = _demo_size(device)
         imgsz = min(recipe.imgsz, size.max_imgsz)
         epochs = min(recipe.epochs, size.max_epochs)
         if train_images:
-            epochs = min(epochs, max(1, round(size.sample_budget * recipe.demo_weight / train_images)))
-        tile = imgsz * size.tile_factor if recipe.demo_tiles else recipe.tile
-        return replace(recipe, epochs=epochs, imgsz=imgsz, tile=tile)
+            epochs = min(epochs, max(1, round(demo_samples(recipe, device) / train_images)))
+        if recipe.demo_tiles:
+            recipe = replace(recipe, tile=imgsz, background_tiles=size.background_tiles)
+        short_run = {"warmup_epochs": round(DEMO_WARMUP_SHARE * epochs, 2)}
+        if size.step_every_batch:
+            short_run["nbs"] = recipe.batch
+        return replace(recipe, epochs=epochs, imgsz=imgsz, extra={**short_run, **recipe.extra})
     if profile == "test":
         return replace(recipe, epochs=TEST_EPOCHS, imgsz=TEST_IMGSZ)
     raise TrainingError(f"unknown training profile {profile!r}; known: {list(PROFILES)}")
+
+
+def _demo_size(device: str) -> DemoSize:
+    return DEMO_SIZES["cpu" if device == "cpu" else "cuda"]
+
+
+def demo_samples(recipe: TrainRecipe, device: str) -> int:
+    """Training samples a finetune sees in the demo profile: several epochs of a small set, or
+    one epoch of a fixed sample of a larger one (the training view draws it)."""
+    return round(_demo_size(device).sample_budget * recipe.demo_weight)
 
 
 def evaluation_imgsz(recipe: TrainRecipe, longest_side: int) -> int:
@@ -194,8 +228,9 @@ def evaluation_imgsz(recipe: TrainRecipe, longest_side: int) -> int:
 
     A model trained on ``tile``-pixel tiles at ``imgsz`` saw people at ``imgsz / tile`` of their
     size, so whole frames are evaluated at ``longest_side * imgsz / tile`` (a multiple of 32).
+    Images the recipe does not tile (no longer than ``tile_over``) trained whole at ``imgsz``.
     """
-    if not recipe.tile or longest_side <= recipe.tile:
+    if not recipe.tile or longest_side <= max(recipe.tile, recipe.tile_over):
         return recipe.imgsz
     return 32 * math.ceil(recipe.imgsz * longest_side / recipe.tile / 32)
 

@@ -28,6 +28,7 @@ from hoban_pipelines.training import (
     TrainJob,
     TrainRecipe,
     check_classes,
+    demo_samples,
     evaluation_imgsz,
     for_profile,
     load_checkpoint,
@@ -118,22 +119,32 @@ def test_profiles_shrink_runs():
     demo = for_profile(v3, "demo")
     assert demo.epochs < v3.epochs and demo.imgsz < v3.imgsz and demo.lr0 == v3.lr0 and demo.copy_paste == v3.copy_paste
     assert (for_profile(v3, "test").epochs, for_profile(v3, "test").imgsz) == (1, 64)
-    # CCTV recipes train on tiles twice the demo's image size: people keep half their pixels
+    # CCTV recipes train on tiles of the demo's image size (people at their own size), most
+    # label-free tiles left out; the base set's images stay whole
     cpu = DEMO_SIZES["cpu"]
-    assert (demo.imgsz, demo.tile) == (cpu.max_imgsz, cpu.max_imgsz * cpu.tile_factor) == (256, 512)
-    # a GPU affords native-scale tiles and more epochs in the same demo minutes
+    assert (demo.imgsz, demo.tile, demo.tile_over) == (cpu.max_imgsz, cpu.max_imgsz, 1280) == (256, 256, 1280)
+    assert demo.background_tiles == cpu.background_tiles == 0.2 and v3.background_tiles == 1.0
+    # a short CPU run steps the optimizer every batch and warms up for a tenth of the run
+    v2_cpu = for_profile(RECIPES["go2k_v2"], "demo", train_images=2017)
+    assert v2_cpu.epochs == 4 and v2_cpu.extra == {"nbs": 16, "warmup_epochs": 0.4}
+    assert for_profile(v3, "demo", train_images=2017).extra == {"nbs": 8, "warmup_epochs": 0.1}
+    assert for_profile(replace(v3, extra={"nbs": 64}), "demo").extra["nbs"] == 64  # the recipe's own word wins
+    # a GPU affords bigger native-scale tiles, every tile and more epochs in the same demo minutes
     gpu = for_profile(RECIPES["go2k_v2"], "demo", device="0", train_images=1076)
-    assert (gpu.imgsz, gpu.tile, gpu.epochs) == (640, 640, 30)
+    assert (gpu.imgsz, gpu.tile, gpu.epochs, gpu.background_tiles) == (640, 640, 30, 1.0)
+    assert gpu.extra == {"warmup_epochs": 3.0}
     assert for_profile(RECIPES["go2k_v2"], "demo").tile == demo.tile
     assert for_profile(RECIPES["base_from_scratch"], "demo").tile == 0
     assert for_profile(v3, "test").tile == v3.tile
     # the demo spends about the same time on a small set as on an oversampled mix
-    assert for_profile(v3, "demo", train_images=96).epochs == demo.epochs
-    assert for_profile(v3, "demo", train_images=1070).epochs < demo.epochs
-    assert for_profile(v3, "demo", train_images=100_000).epochs == 1
-    # the team's main run (go2k_v2) gets a larger share of the demo's minutes than the side runs
-    assert for_profile(RECIPES["go2k_v2"], "demo", train_images=1755).epochs == 3
-    assert for_profile(RECIPES["finetune_sgd"], "demo", train_images=1455).epochs == 1
+    v2 = RECIPES["go2k_v2"]
+    assert for_profile(v2, "demo", train_images=96).epochs == demo.epochs == cpu.max_epochs
+    assert for_profile(v2, "demo", train_images=2017).epochs == 4
+    assert for_profile(v2, "demo", train_images=100_000).epochs == 1
+    # the team's main run (go2k_v2) gets a larger share of the demo's minutes than the side runs,
+    # whose training views hold a sample of that size (one epoch)
+    assert (demo_samples(v2, "cpu"), demo_samples(v3, "cpu"), demo_samples(RECIPES["finetune_sgd"], "cpu")) == (8000, 800, 800)
+    assert for_profile(RECIPES["finetune_sgd"], "demo", train_images=800).epochs == 1
     with pytest.raises(TrainingError, match="unknown training profile 'huge'"):
         for_profile(v3, "huge")
 
@@ -149,14 +160,21 @@ def test_recipe_round_trip_and_bad_recipes():
         replace(recipe, extra={"device": "0", "lr0": 0.1})
     with pytest.raises(TrainingError, match="tile must be 0"):
         replace(recipe, tile=16)
+    with pytest.raises(TrainingError, match="background_tiles must be a share between 0 and 1, got -0.1"):
+        replace(recipe, background_tiles=-0.1)
+    with pytest.raises(TrainingError, match="tile_over must be a pixel count"):
+        replace(recipe, tile_over=-1)
 
 
 def test_tiled_models_are_scored_on_whole_frames_at_their_training_scale():
-    demo_v2 = for_profile(RECIPES["go2k_v2"], "demo")  # 512-px tiles at 256: half scale
-    assert evaluation_imgsz(demo_v2, 1920) == 960
+    half_scale = replace(RECIPES["go2k_v2"], imgsz=256, tile=512)  # 512-px tiles at 256
+    assert evaluation_imgsz(half_scale, 1920) == 960
+    demo_v2 = for_profile(RECIPES["go2k_v2"], "demo")  # 256-px tiles at 256: the frames' own scale
+    assert evaluation_imgsz(demo_v2, 1920) == 1920
     assert evaluation_imgsz(RECIPES["go2k_v3"], 1920) == 1920  # 1280 tiles at 1280: the frames' own scale
     assert evaluation_imgsz(RECIPES["go2k_v2"], 1920) == 640  # whole frames: the training size
-    assert evaluation_imgsz(demo_v2, 500) == demo_v2.imgsz  # images smaller than a tile are whole anyway
+    assert evaluation_imgsz(demo_v2, 200) == demo_v2.imgsz  # images smaller than a tile are whole anyway
+    assert evaluation_imgsz(demo_v2, 960) == demo_v2.imgsz  # and so are images no longer than tile_over
 
 
 # --- checks before training ----------------------------------------------------------------
@@ -339,7 +357,8 @@ def test_remap_trains_a_new_class_head(trained, data_yaml, tmp_path):
 
 def test_tiled_run_trains_on_tiles_and_scores_whole_images(data_yaml, tmp_path):
     job = make_job(data_yaml, tmp_path / "run", eval_data=str(data_yaml))
-    job = replace(job, recipe=replace(job.recipe, tile=320))  # 640-px images -> 9 tiles, people at 1/5
+    # tile_over 0: every image larger than a tile is cut; 640-px images -> 9 tiles, people at 1/5
+    job = replace(job, recipe=replace(job.recipe, tile=320, tile_over=0))
     context, lines = RecordingContext(), []
     summary = train(job, context, lines.append)
     view = json.loads((tmp_path / "run" / SUMMARY_FILE).read_text())["view"]

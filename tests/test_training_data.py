@@ -15,6 +15,7 @@ from hoban_pipelines.training_data import (
     TrainingDataError,
     build_training_view,
     clip_boxes,
+    keeps_background_tile,
     longest_side,
     tile_grid,
 )
@@ -103,11 +104,43 @@ def test_whole_view_and_reuse(dataset, tmp_path, monkeypatch):
     assert view.tiles == {"train": 0, "val": 0} and view.entries == {"train": 5, "val": 1}
     assert (tmp_path / "view" / "train.txt").read_text().count("frame_b") == 3
     assert build_training_view(dataset / "data.yaml", tmp_path / "view") == view  # complete: reused as it is
-    with pytest.raises(TrainingDataError, match="holds a view of .* \\(tile 0\\), not of .* \\(tile 640\\)"):
+    with pytest.raises(TrainingDataError, match="view holds another training view \\(tile 0 there, 640 asked\\); give"):
         build_training_view(dataset / "data.yaml", tmp_path / "view", tile=640)
+    with pytest.raises(TrainingDataError, match="\\(background_tiles 1.0 there, 0.5 asked\\)"):
+        build_training_view(dataset / "data.yaml", tmp_path / "view", background_tiles=0.5)
     evaluation = build_training_view(dataset / "data.yaml", tmp_path / "eval", splits=("val",))
     assert yaml.safe_load(evaluation.data_yaml.read_text())["train"] == "val.txt"
     assert longest_side(evaluation.data_yaml) == 1920
+
+
+def test_only_large_images_are_tiled_and_label_free_tiles_thin_out(dataset, tmp_path):
+    view = build_training_view(dataset / "data.yaml", tmp_path / "view", tile=320, tile_over=1280, background_tiles=0.25)
+    root = view.data_yaml.parent
+    # the 640-px close-up is larger than a tile but not over 1280: whole, its person uncut
+    close_up = next(root.glob("images/train/*_close_up.jpg"))
+    assert os.path.samefile(close_up, dataset / "images" / "close_up.jpg")
+    per_frame = len(tile_grid(1920, 1080, 320))
+    assert view.tiles == {"train": 2 * per_frame, "val": per_frame}
+    train_tiles = sorted(p.stem for p in root.glob("labels/train/*_t*.txt"))
+    labelled = [stem for stem in train_tiles if (root / "labels" / "train" / f"{stem}.txt").read_text()]
+    assert len(labelled) == 2 and all("frame_a" in stem for stem in labelled)  # both people kept
+    all_names = [f"{number:06d}_frame_{frame}_t{index:02d}" for number, frame in ((0, "a"), (2, "b"))
+                 for index in range(per_frame)]
+    expected = sorted(name for name in all_names if name in labelled or keeps_background_tile(name, 0.25))
+    assert train_tiles == expected and 0 < len(expected) - 2 < 0.5 * len(all_names)
+    assert view.background_tiles_dropped["train"] == len(all_names) - len(expected)
+    assert view.entries["train"] == len(expected) + 1  # frame_b's 3 copies over its tiles: each kept tile once
+    again = build_training_view(dataset / "data.yaml", tmp_path / "again", tile=320, tile_over=1280, background_tiles=0.25)
+    assert (tmp_path / "again" / "train.txt").read_text() == (root / "train.txt").read_text()  # a fixed draw
+    none = build_training_view(dataset / "data.yaml", tmp_path / "none", tile=320, tile_over=1280, background_tiles=0.0)
+    assert none.entries["train"] == 3 and none.background_tiles_dropped["train"] == 2 * per_frame - 2
+    sample = build_training_view(dataset / "data.yaml", tmp_path / "sample", tile=320, tile_over=1280,
+                                 background_tiles=0.25, max_train_entries=5)
+    sampled = (tmp_path / "sample" / "train.txt").read_text().split()
+    assert sample.entries["train"] == len(sampled) == 5 and sample.sampled_out == {"train": len(expected) - 4, "val": 0}
+    assert set(sampled) < set((root / "train.txt").read_text().split()) and sample.entries["val"] == view.entries["val"]
+    with pytest.raises(TrainingDataError, match="background_tiles must be a share between 0 and 1, got 1.5"):
+        build_training_view(dataset / "data.yaml", tmp_path / "bad", tile=320, background_tiles=1.5)
 
 
 def test_bad_input_names_the_file_and_publishes_nothing(dataset, tmp_path):
