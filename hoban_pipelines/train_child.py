@@ -125,12 +125,14 @@ def train(job: TrainJob, context: PipesContext, log: Callable[[str], None]) -> T
         job.recipe, job.profile, train_images=view.entries["train"] if from_checkpoint else None, device=device,
     )
     eval_imgsz = evaluation_imgsz(recipe, longest_side(evaluation.data_yaml))
+    entries = view.entries["train"]
+    sample = (f" (a fixed sample of the {entries + view.sampled_out['train']}: the {job.profile} profile's budget)"
+              if view.sampled_out["train"] else "")
     tiling = (f" ({view.tiles['train']} tiles of {view.tile} px cut from the largest, "
               f"{view.background_tiles_dropped['train']} label-free ones left out)") if view.tiles["train"] else ""
-    if view.sampled_out["train"]:
-        tiling += f", a fixed sample of {view.max_train_entries} (the profile's budget)"
-    log(f"training view {view.data_yaml.parent}: {view.entries['train']} training entries from "
-        f"{view.images['train']} images{tiling}; {job.profile} profile: {recipe.epochs} epochs at imgsz {recipe.imgsz}; scored on "
+    log(f"training view {view.data_yaml.parent}: {entries} training entries{sample} from {view.images['train']} "
+        f"images{tiling}; {job.profile} profile: {recipe.epochs} epoch{'s' * (recipe.epochs != 1)} at imgsz "
+        f"{recipe.imgsz}; scored on "
         f"{job.eval_data or job.data_yaml} at imgsz {eval_imgsz}")
     log(note)
     record_job(job)
