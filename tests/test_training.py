@@ -374,3 +374,15 @@ def test_amp_check_needs_no_download():
     from ultralytics.nn.tasks import DetectionModel
 
     assert offline_amp_check(DetectionModel("yolov8n.yaml", nc=2, verbose=False)) is False  # CPU: no AMP
+
+
+def test_training_benchmark_reports_its_figures():
+    """`hoban bench train`: both sides really train (asset through Dagster, then ultralytics directly)."""
+    from hoban_pipelines.bench import train as bench
+
+    figures = bench.run(epochs=2, imgsz=64, site_profile="small")
+    assert set(figures) == {"asset_epoch_seconds", "direct_epoch_seconds", "overhead_fraction"}
+    assert figures["asset_epoch_seconds"] > 0 and figures["direct_epoch_seconds"] > 0
+    # computed before the seconds were rounded to milliseconds
+    ratio = figures["asset_epoch_seconds"] / figures["direct_epoch_seconds"] - 1
+    assert figures["overhead_fraction"] == pytest.approx(ratio, abs=0.01)
