@@ -117,9 +117,10 @@ def build_training_view(
 
     ``tile`` 0 keeps whole images; otherwise images longer than ``max(tile, tile_over)`` are cut
     into ``tile``-px tiles, of which label-free ones are kept at the ``background_tiles`` share.
-    ``max_train_entries`` (0: all) caps the training list at a seeded sample. An existing complete view of the same dataset and settings is reused (a resumed run trains
-    on the same files). An empty split, an unreadable image or a malformed label line is an
-    error naming the file, raised before anything is published.
+    ``max_train_entries`` (0: all) caps the training list at a seeded sample. An existing
+    complete view of the same dataset and settings is reused (a resumed run trains on the same
+    files). An empty split, an unreadable image or a malformed label line is an error naming the
+    file, raised before anything is published.
     """
     if not 0.0 <= background_tiles <= 1.0:
         raise TrainingDataError(f"background_tiles must be a share between 0 and 1, got {background_tiles!r}")

@@ -7,12 +7,12 @@ same arguments and torch threads. The machine's speed drifts by several percent 
 (one direct run measured 12.6 s an epoch, another 13.7 s a few minutes later), so the sides run
 in the order asset, direct, direct, asset and each side's epoch time is the median of its
 epochs' durations after each run's first (the warm-up epoch is left out; an epoch slowed by
-something else on the machine does not move a median), read on both sides from the same clock: the ``time`` column of the run's ultralytics
-``results.csv`` (wall seconds since training started, written at each epoch's end). The time
-between two epoch ends holds everything the asset adds per epoch: the child's Pipes messages
-and callbacks, and the Dagster process sharing the cores. The event log's timestamps would
-measure it only to about a second, since Dagster polls the Pipes message file about
-once a second. Fixed costs of a materialization (run start, the view, validating best.pt,
+something else on the machine does not move a median), read on both sides from the same clock:
+the ``time`` column of the run's ultralytics ``results.csv`` (wall seconds since training
+started, written at each epoch's end). The time between two epoch ends holds everything the
+asset adds per epoch: the child's Pipes messages and callbacks, and the Dagster process sharing
+the cores. The event log's timestamps would measure it only to about a second, since Dagster
+polls the Pipes message file about once a second. Fixed costs of a materialization (run start, the view, validating best.pt,
 publishing the version) are not per-epoch costs and are not counted.
 
 Run ``hoban bench train --json``.
