@@ -10,17 +10,17 @@ from pathlib import Path
 import click
 
 from hoban_pipelines.demo import PROFILES
-from hoban_pipelines.lake import LakeError
-from hoban_pipelines.settings import ConfigError, hoban_home, load_settings
+from hoban_pipelines.core.lake import LakeError
+from hoban_pipelines.core.settings import ConfigError, hoban_home, load_settings
 
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
     from hoban_pipelines.cvat.reader import CvatFormatError
     from hoban_pipelines.cvat.rle import RleError
-    from hoban_pipelines.cvat_dataset import DatasetError
+    from hoban_pipelines.labels.cvat_import import DatasetError
     from hoban_pipelines.demo.install import SiteExistsError
-    from hoban_pipelines.labelmap import LabelMapError
+    from hoban_pipelines.labels.label_map import LabelMapError
 
     return (ConfigError, LakeError, SiteExistsError, RleError, CvatFormatError, DatasetError, LabelMapError, FileExistsError)
 
@@ -84,7 +84,7 @@ def _input_settings(settings) -> list[tuple[str, bool]]:
 @click.option("--replace-site", is_flag=True, help="Regenerate a demo site that differs from the settings.")
 def demo_command(replace_site: bool) -> None:
     """Run the whole pipeline on the embedded demo site, on the local Dagster instance."""
-    from hoban_pipelines.orchestrate import run_demo
+    from hoban_pipelines.demo_run import run_demo
 
     os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve()))
     ok = run_demo(replace_site=replace_site, echo=click.echo)
@@ -129,10 +129,10 @@ def cvat_inspect(files: tuple[Path, ...], as_json: bool, boxes: bool) -> None:
               help="Remove pre-annotation false boxes (see README).")
 def cvat_to_yolo(files, out: Path, images: Path | None, label_map: Path | None, classes: str, rule: str) -> None:
     """Write a YOLO dataset (images, labels, data.yaml, Parquet manifests) from CVAT exports."""
-    from hoban_pipelines.cleaning import CleaningRule
-    from hoban_pipelines.cvat_dataset import build_dataset
-    from hoban_pipelines.labelmap import LabelMap
-    from hoban_pipelines.lake import publish_directory
+    from hoban_pipelines.labels.cleaning import CleaningRule
+    from hoban_pipelines.labels.cvat_import import build_dataset
+    from hoban_pipelines.labels.label_map import LabelMap
+    from hoban_pipelines.core.lake import publish_directory
 
     class_names = [c.strip() for c in classes.split(",") if c.strip()]
     mapping = LabelMap.load(label_map, class_names) if label_map else LabelMap.identity(class_names)

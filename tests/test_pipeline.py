@@ -11,9 +11,9 @@ import pytest
 from hoban_pipelines.assets import datasets
 from hoban_pipelines.assets.datasets import go2k_manual
 from hoban_pipelines.definitions import defs
-from hoban_pipelines.orchestrate import run_demo
+from hoban_pipelines.demo_run import run_demo
 from hoban_pipelines.resources import LakeHandleIOManager, LakeResource, SettingsResource, YoloRuntime
-from hoban_pipelines.settings import ConfigError
+from hoban_pipelines.core.settings import ConfigError
 
 EXPECTED_ASSETS = {
     "demo_site", "cvat_exports", "snapshots", "base_dataset", "capture_folders", "go2k_manual", "go2k_split", "go2k_v2_mix",
@@ -155,9 +155,9 @@ def test_duplicate_content_fails_the_blocking_check(small_site, hoban_home, tmp_
 
 
 def test_base_model_from_a_configured_checkpoint_is_versioned_by_sha256(hoban_home, tmp_path, monkeypatch):
-    from hoban_pipelines.assets.models import base_model
-    from hoban_pipelines.lake import file_sha256
-    from hoban_pipelines.training import TrainingError
+    from hoban_pipelines.assets.training import base_model
+    from hoban_pipelines.core.lake import file_sha256
+    from hoban_pipelines.training.job import TrainingError
 
     checkpoint = tmp_path / "v13 stage2 best.pt"
     config = tmp_path / "hoban.yaml"
@@ -180,8 +180,8 @@ def test_base_model_from_a_configured_checkpoint_is_versioned_by_sha256(hoban_ho
 def test_recipes_are_run_config_with_the_teams_numbers_as_defaults():
     from dataclasses import asdict
 
-    from hoban_pipelines.assets.models import MODELS, configured_recipe, recipe_config
-    from hoban_pipelines.training import RECIPES
+    from hoban_pipelines.assets.training import MODELS, configured_recipe, recipe_config
+    from hoban_pipelines.training.job import RECIPES
 
     for asset, (recipe_name, _) in MODELS.items():
         recipe = RECIPES[recipe_name]

@@ -5,18 +5,19 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from hoban_pipelines import dataset_checks, dedup
-from hoban_pipelines.assets.common import lake_output
-from hoban_pipelines.cleaning import CleaningRule
-from hoban_pipelines.cvat_dataset import build_dataset, export_files
-from hoban_pipelines.labelmap import LabelMap
-from hoban_pipelines.inputs import fingerprint_folder
-from hoban_pipelines.lake import LakeHandle, file_sha256
-from hoban_pipelines.mixing import MixRecipe, SplitRecipe, assemble_mix, split_manual, with_box_counts, write_lists, write_mix
-from hoban_pipelines.reports import markdown_table, png_markdown
+from hoban_pipelines.datasets import checks as dataset_checks
+from hoban_pipelines.datasets import near_duplicates as dedup
+from hoban_pipelines.assets.publishing import lake_output
+from hoban_pipelines.labels.cleaning import CleaningRule
+from hoban_pipelines.labels.cvat_import import build_dataset, export_files
+from hoban_pipelines.labels.label_map import LabelMap
+from hoban_pipelines.core.fingerprints import fingerprint_folder
+from hoban_pipelines.core.lake import LakeHandle, file_sha256
+from hoban_pipelines.datasets.mix import MixRecipe, SplitRecipe, assemble_mix, split_manual, with_box_counts, write_lists, write_mix
+from hoban_pipelines.core.pictures import markdown_table, png_markdown
 from hoban_pipelines.resources import LakeResource, SettingsResource
-from hoban_pipelines.splitting import time_groups
-from hoban_pipelines.yolo import YoloFormatError, list_yolo_dataset, read_class_names
+from hoban_pipelines.datasets.split import time_groups
+from hoban_pipelines.core.yolo_format import YoloFormatError, list_yolo_dataset, read_class_names
 
 GO2K_MANUAL_CODE_VERSION = "1"
 

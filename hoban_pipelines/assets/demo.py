@@ -4,8 +4,8 @@ import dagster as dg
 
 from hoban_pipelines.demo import GENERATOR_VERSION
 from hoban_pipelines.demo.install import install_site
-from hoban_pipelines.lake import LakeHandle
-from hoban_pipelines.assets.common import lake_output
+from hoban_pipelines.core.lake import LakeHandle
+from hoban_pipelines.assets.publishing import lake_output
 from hoban_pipelines.resources import LakeResource, SettingsResource
 
 DEMO_SITE_DIR = "demo_site"

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from hoban_pipelines.inputs import fingerprint_folder
+from hoban_pipelines.core.fingerprints import fingerprint_folder
 from hoban_pipelines.resources import SettingsResource
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")

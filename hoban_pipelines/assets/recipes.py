@@ -10,15 +10,15 @@ from pathlib import Path
 
 import dagster as dg
 
-from hoban_pipelines.assets.common import lake_output
+from hoban_pipelines.assets.publishing import lake_output
 from hoban_pipelines.assets.datasets import split_dataset_checks
-from hoban_pipelines.inputs import fingerprint_folder
-from hoban_pipelines.lake import LakeHandle
-from hoban_pipelines.recipes import Recipe, SourceData, build_recipe
-from hoban_pipelines.reports import markdown_table, png_markdown
+from hoban_pipelines.core.fingerprints import fingerprint_folder
+from hoban_pipelines.core.lake import LakeHandle
+from hoban_pipelines.datasets.recipes import Recipe, SourceData, build_recipe
+from hoban_pipelines.core.pictures import markdown_table, png_markdown
 from hoban_pipelines.resources import LakeResource, SettingsResource
-from hoban_pipelines.settings import load_settings
-from hoban_pipelines.yolo import read_yolo_dataset
+from hoban_pipelines.core.settings import load_settings
+from hoban_pipelines.core.yolo_format import read_yolo_dataset
 
 FOLDER_SOURCES = ("base_dataset",)  # settings keys of YOLO folders; every other source is a lake asset
 

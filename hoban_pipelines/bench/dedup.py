@@ -17,7 +17,7 @@ import time
 import cv2
 import numpy as np
 
-from hoban_pipelines import dedup
+from hoban_pipelines.datasets import near_duplicates as dedup
 
 DUPLICATE_EVERY = 50
 _SOURCE_SIZE = 64

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from hoban_pipelines.bench import dedup as dedup_bench
-from hoban_pipelines.mixing import MixRecipe, assemble_mix, write_mix
-from hoban_pipelines.yolo import IMAGE_SUFFIXES, list_yolo_dataset
+from hoban_pipelines.datasets.mix import MixRecipe, assemble_mix, write_mix
+from hoban_pipelines.core.yolo_format import IMAGE_SUFFIXES, list_yolo_dataset
 
 CLASSES = ["person_with_helmet", "person_without_helmet"]
 # 8,000 + 900 base entries and 375 domain train images x 8 + 100 domain valid: 12,000 entries

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from hoban_pipelines.demo.site import GENERATOR_VERSION, generate_site
-from hoban_pipelines.lake import publish_directory
+from hoban_pipelines.core.lake import publish_directory
 
 SITE_FILE = "site.json"
 log = logging.getLogger(__name__)

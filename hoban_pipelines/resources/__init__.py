@@ -2,6 +2,6 @@
 
 from hoban_pipelines.resources.lake import LakeHandleIOManager, LakeResource
 from hoban_pipelines.resources.settings import SettingsResource
-from hoban_pipelines.resources.yolo import YoloRuntime
+from hoban_pipelines.resources.runtime import YoloRuntime
 
 __all__ = ["LakeHandleIOManager", "LakeResource", "SettingsResource", "YoloRuntime"]

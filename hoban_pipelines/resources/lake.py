@@ -9,8 +9,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from hoban_pipelines.lake import Lake, LakeError, LakeHandle, write_text_atomic
-from hoban_pipelines.settings import hoban_home
+from hoban_pipelines.core.lake import Lake, LakeError, LakeHandle, write_text_atomic
+from hoban_pipelines.core.settings import hoban_home
 
 
 def _home(configured: str | None) -> Path:

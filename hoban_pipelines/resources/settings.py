@@ -1,10 +1,10 @@
-"""The user's settings file as a Dagster resource (see ``hoban_pipelines.settings``)."""
+"""The user's settings file as a Dagster resource (see ``hoban_pipelines.core.settings``)."""
 
 from pathlib import Path
 
 import dagster as dg
 
-from hoban_pipelines.settings import Settings, load_settings
+from hoban_pipelines.core.settings import Settings, load_settings
 
 
 class SettingsResource(dg.ConfigurableResource):

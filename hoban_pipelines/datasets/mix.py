@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from hoban_pipelines import dedup
-from hoban_pipelines.splitting import grouped_stratified_split, time_groups
-from hoban_pipelines.yolo import YoloListing, image_size, parse_label_file
+from hoban_pipelines.datasets import near_duplicates as dedup
+from hoban_pipelines.datasets.split import grouped_stratified_split, time_groups
+from hoban_pipelines.core.yolo_format import YoloListing, image_size, parse_label_file
 
 TRAIN, VALID = "train", "valid"
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hoban_pipelines.lake import file_sha256
-from hoban_pipelines.train_child import SUMMARY_FILE, materialization_metadata, train
-from hoban_pipelines.training_data import longest_side
-from hoban_pipelines.training import (
+from hoban_pipelines.core.lake import file_sha256
+from hoban_pipelines.training.child import SUMMARY_FILE, materialization_metadata, train
+from hoban_pipelines.training.view import longest_side
+from hoban_pipelines.training.job import (
     DEMO_SIZES,
     RECIPES,
     RunState,
@@ -47,7 +47,7 @@ DIE_AFTER_FIRST_CHECKPOINT = (
     "from ultralytics.utils import callbacks\n"
     "callbacks.default_callbacks['on_model_save'].append(lambda trainer: os._exit(137))\n"
     "sys.argv = ['train_child', '--job', sys.argv[1]]\n"
-    "runpy.run_module('hoban_pipelines.train_child', run_name='__main__')\n"
+    "runpy.run_module('hoban_pipelines.training.child', run_name='__main__')\n"
 )
 
 
@@ -68,7 +68,7 @@ def run_child(job: TrainJob, cwd: Path, script: str | None = None) -> subprocess
     """The child as Dagster would start it, but with ``--job`` instead of pipes."""
     job_file = cwd / f"job-{Path(job.run_dir).name}.json"
     job_file.write_text(json.dumps(job.as_extras()))
-    command = ["-c", script, str(job_file)] if script else ["-m", "hoban_pipelines.train_child", "--job", str(job_file)]
+    command = ["-c", script, str(job_file)] if script else ["-m", "hoban_pipelines.training.child", "--job", str(job_file)]
     env = {**os.environ, **NO_NETWORK, "YOLO_OFFLINE": "1", "MPLBACKEND": "Agg"}
     return subprocess.run([sys.executable, *command], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 

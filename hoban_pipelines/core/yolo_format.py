@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 from PIL import Image, UnidentifiedImageError
 
-from hoban_pipelines.lake import file_sha256
+from hoban_pipelines.core.lake import file_sha256
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SPLIT_KEYS = ("train", "val", "test")

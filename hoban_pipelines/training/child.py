@@ -1,4 +1,4 @@
-"""The training subprocess: ``python -m hoban_pipelines.train_child``.
+"""The training subprocess: ``python -m hoban_pipelines.training.child``.
 
 Dagster's ``PipesSubprocessClient`` starts it with the job in ``context.extras`` (the keys of
 ``training.TrainJob``). It streams every epoch's losses and metrics back as log lines and
@@ -24,8 +24,8 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from dagster_pipes import PipesContext, open_dagster_pipes  # noqa: E402
 
-from hoban_pipelines.reports import markdown_table, png_markdown  # noqa: E402
-from hoban_pipelines.training import (  # noqa: E402
+from hoban_pipelines.core.pictures import markdown_table, png_markdown  # noqa: E402
+from hoban_pipelines.training.job import (  # noqa: E402
     RunState,
     TrainingError,
     TrainJob,
@@ -43,8 +43,8 @@ from hoban_pipelines.training import (  # noqa: E402
     summarize_run,
     train_args,
 )
-from hoban_pipelines.training_data import TrainingDataError, build_training_view, longest_side  # noqa: E402
-from hoban_pipelines.yolo import YoloFormatError, read_class_names  # noqa: E402
+from hoban_pipelines.training.view import TrainingDataError, build_training_view, longest_side  # noqa: E402
+from hoban_pipelines.core.yolo_format import YoloFormatError, read_class_names  # noqa: E402
 
 SUMMARY_FILE = "summary.json"
 VIEW_DIR = "data"  # the training view (whole images or tiles) inside the run folder
@@ -204,7 +204,7 @@ def _to_stderr(line: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hoban_pipelines.train_child", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m hoban_pipelines.training.child", description=__doc__.split("\n\n")[0])
     parser.add_argument("--job", type=Path, help="job JSON (the keys of TrainJob) for a run without Dagster")
     options = parser.parse_args(argv)
     try:

@@ -5,7 +5,7 @@ from typing import Any
 
 import dagster as dg
 
-from hoban_pipelines.lake import LakeHandle
+from hoban_pipelines.core.lake import LakeHandle
 
 
 def lake_output(handle: LakeHandle, metadata: dict[str, Any] | None = None) -> dg.Output[LakeHandle]:

@@ -20,14 +20,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hoban_pipelines import dedup
-from hoban_pipelines.lake import file_sha256, publish_directory
-from hoban_pipelines.recipes import Recipe, RecipeError, SourceData, SourceSpec, build_recipe
-from hoban_pipelines.yolo import read_yolo_dataset
+from hoban_pipelines.datasets import near_duplicates as dedup
+from hoban_pipelines.core.lake import file_sha256, publish_directory
+from hoban_pipelines.datasets.recipes import Recipe, RecipeError, SourceData, SourceSpec, build_recipe
+from hoban_pipelines.core.yolo_format import read_yolo_dataset
 
 CLASSES = ["person_with_helmet", "person_without_helmet"]
 HELMET, NO_HELMET = CLASSES
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _recipe(sources: list[str], **overrides) -> Recipe:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from hoban_pipelines.inputs import fingerprint_folder
+from hoban_pipelines.core.fingerprints import fingerprint_folder
 
 
 def test_content_fingerprint_follows_content_not_timestamps(tmp_path):

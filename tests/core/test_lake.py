@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hoban_pipelines.lake import VERSION_FILE, Lake, LakeError, LakeHandle, tree_digest
+from hoban_pipelines.core.lake import VERSION_FILE, Lake, LakeError, LakeHandle, tree_digest
 
 
 def _write(path: Path, text: str) -> None:

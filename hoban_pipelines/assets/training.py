@@ -16,15 +16,15 @@ from typing import get_type_hints
 
 import dagster as dg
 
-from hoban_pipelines.assets.common import lake_output
-from hoban_pipelines.inputs import fingerprint_folder
-from hoban_pipelines.lake import LakeHandle, file_sha256
-from hoban_pipelines.model_report import comparison_plot, comparison_table
-from hoban_pipelines.reports import markdown_table, png_markdown
+from hoban_pipelines.assets.publishing import lake_output
+from hoban_pipelines.core.fingerprints import fingerprint_folder
+from hoban_pipelines.core.lake import LakeHandle, file_sha256
+from hoban_pipelines.training.comparison import comparison_plot, comparison_table
+from hoban_pipelines.core.pictures import markdown_table, png_markdown
 from hoban_pipelines.resources import LakeResource, SettingsResource, YoloRuntime
-from hoban_pipelines.train_child import EVAL_DIR, VIEW_DIR
-from hoban_pipelines.train_child import SUMMARY_FILE as SUMMARY
-from hoban_pipelines.training import RECIPES, TrainJob, TrainRecipe, load_checkpoint, resolve_device
+from hoban_pipelines.training.child import EVAL_DIR, VIEW_DIR
+from hoban_pipelines.training.child import SUMMARY_FILE as SUMMARY
+from hoban_pipelines.training.job import RECIPES, TrainJob, TrainRecipe, load_checkpoint, resolve_device
 
 SCRATCH = "runs"  # under HOBAN_HOME: ultralytics' working folders, kept for resuming
 SCAFFOLD = "yolov8n.yaml"  # what the demo's base model is built from (no pretrained weights offline)
@@ -129,7 +129,7 @@ def _train(
                      f"{json.dumps(job['recipe'])}")
     invocation = pipes.run(
         context=context,
-        command=[sys.executable, "-m", "hoban_pipelines.train_child"],
+        command=[sys.executable, "-m", "hoban_pipelines.training.child"],
         extras=job,
         env={"YOLO_OFFLINE": "1"},
     )

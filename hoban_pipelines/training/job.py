@@ -1,7 +1,7 @@
 """YOLO training without Dagster: recipes, early checks with clear messages, the arguments
 ultralytics gets, and the summary of a run (metrics, per-epoch curves, confusion matrix).
 
-The Dagster side runs ``hoban_pipelines.train_child`` in a subprocess; everything that child
+The Dagster side runs ``hoban_pipelines.training.child`` in a subprocess; everything that child
 does is a function here, so a run can be reproduced by hand. torch, ultralytics and matplotlib
 are imported inside the functions that need them: the code location imports this module for
 its recipes and must stay quick to load.
@@ -30,8 +30,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from hoban_pipelines.lake import file_sha256
-from hoban_pipelines.yolo import IMAGE_SUFFIXES
+from hoban_pipelines.core.lake import file_sha256
+from hoban_pipelines.core.yolo_format import IMAGE_SUFFIXES
 
 OPTIMIZERS = ("SGD", "AdamW", "auto")
 PROFILES = ("full", "demo", "test")

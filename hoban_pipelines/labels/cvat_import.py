@@ -22,11 +22,12 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from hoban_pipelines import cleaning, reports
-from hoban_pipelines.cleaning import CleaningRule
+from hoban_pipelines.labels import cleaning
+from hoban_pipelines.core import pictures as reports
+from hoban_pipelines.labels.cleaning import CleaningRule
 from hoban_pipelines.cvat.reader import IMAGES_PREFIX, CvatFormatError, read_export
-from hoban_pipelines.labelmap import LabelMap
-from hoban_pipelines.lake import file_sha256, link_or_copy
+from hoban_pipelines.labels.label_map import LabelMap
+from hoban_pipelines.core.lake import file_sha256, link_or_copy
 
 # <camera>_<YYYYmmdd_HHMMSS> anywhere in the file name, as the team's recorders write it
 CAMERA_STAMP = re.compile(r"(?P<camera>[A-Za-z0-9-]+)_(?P<stamp>\d{8}_\d{6})")

@@ -3,8 +3,8 @@
 import dagster as dg
 import pytest
 
-from hoban_pipelines.assets.common import lake_output
-from hoban_pipelines.lake import LakeError, LakeHandle
+from hoban_pipelines.assets.publishing import lake_output
+from hoban_pipelines.core.lake import LakeError, LakeHandle
 from hoban_pipelines.resources import LakeHandleIOManager, LakeResource
 
 seen: dict[str, object] = {}

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from hoban_pipelines.settings import ConfigError, Settings, load_settings
+from hoban_pipelines.core.settings import ConfigError, Settings, load_settings
 
 
 def test_defaults_point_at_the_demo_site_under_hoban_home(hoban_home):

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from hoban_pipelines.cleaning import CleaningRule, apply
-from hoban_pipelines.labelmap import LabelMap, LabelMapError
+from hoban_pipelines.labels.cleaning import CleaningRule, apply
+from hoban_pipelines.labels.label_map import LabelMap, LabelMapError
 
 W, H = 1920, 1080
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hoban_pipelines.cleaning import CleaningRule
+from hoban_pipelines.labels.cleaning import CleaningRule
 from hoban_pipelines.cvat.reader import CvatFormatError
-from hoban_pipelines.cvat_dataset import DatasetError, build_dataset, export_files
-from hoban_pipelines.labelmap import LabelMap, LabelMapError
-from hoban_pipelines.lake import publish_directory
+from hoban_pipelines.labels.cvat_import import DatasetError, build_dataset, export_files
+from hoban_pipelines.labels.label_map import LabelMap, LabelMapError
+from hoban_pipelines.core.lake import publish_directory
 
 CLASSES = ["person_with_helmet", "person_without_helmet"]
 

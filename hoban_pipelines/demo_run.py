@@ -8,7 +8,7 @@ import dagster as dg
 
 from hoban_pipelines.definitions import defs
 from hoban_pipelines.jobs import demo_site_job, observe_inputs_job, pipeline_job
-from hoban_pipelines.settings import hoban_home
+from hoban_pipelines.core.settings import hoban_home
 
 
 def run_demo(*, replace_site: bool = False, echo: Callable[[str], None] = print, instance: dg.DagsterInstance | None = None) -> bool:

@@ -35,11 +35,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from hoban_pipelines import dedup, reports
-from hoban_pipelines.cvat_dataset import label_path, yolo_lines
-from hoban_pipelines.lake import link_or_copy
-from hoban_pipelines.splitting import grouped_stratified_split, time_groups
-from hoban_pipelines.yolo import list_yolo_dataset
+from hoban_pipelines.datasets import near_duplicates as dedup
+from hoban_pipelines.core import pictures as reports
+from hoban_pipelines.labels.cvat_import import label_path, yolo_lines
+from hoban_pipelines.core.lake import link_or_copy
+from hoban_pipelines.datasets.split import grouped_stratified_split, time_groups
+from hoban_pipelines.core.yolo_format import list_yolo_dataset
 
 SPLIT_NAMES = ("train", "val", "test")
 # Grouping for the split is looser than keep-one dedup: a scene with one worker moved must stay

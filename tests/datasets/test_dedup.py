@@ -1,4 +1,4 @@
-"""Near-duplicates and frozen frames (hoban_pipelines.dedup) on the small demo site and on
+"""Near-duplicates and frozen frames (hoban_pipelines.datasets.near_duplicates) on the small demo site and on
 synthetic data whose answer is known."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from hoban_pipelines import dedup
+from hoban_pipelines.datasets import near_duplicates as dedup
 from hoban_pipelines.bench import dedup as dedup_bench
 
 BURST_SECONDS = 10.0  # planted groups span <= 6 s; other snapshots of a camera are >= 30 s apart

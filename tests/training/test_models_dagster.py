@@ -22,13 +22,13 @@ import psutil
 import pytest
 import yaml
 
-from hoban_pipelines.assets.models import SCRATCH, base_model
+from hoban_pipelines.assets.training import SCRATCH, base_model
 from hoban_pipelines.definitions import defs
-from hoban_pipelines.lake import Lake
+from hoban_pipelines.core.lake import Lake
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STEP = "base_model"
-CHILD_MODULE = "hoban_pipelines.train_child"
+CHILD_MODULE = "hoban_pipelines.training.child"
 EPOCHS = 3  # of the killed and resumed training
 
 

@@ -20,7 +20,7 @@ DEFAULT_HOBAN_HOME = ".hoban"
 CONFIG_ENV = "HOBAN_CONFIG"
 DEFAULT_CONFIG_FILE = "hoban.yaml"
 DEMO_SITE = "${HOBAN_HOME}/demo_site"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class ConfigError(ValueError):

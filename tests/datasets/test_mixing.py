@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from hoban_pipelines import dataset_checks
-from hoban_pipelines.cleaning import CleaningRule
-from hoban_pipelines.cvat_dataset import build_dataset, export_files
-from hoban_pipelines.labelmap import LabelMap
-from hoban_pipelines.lake import publish_directory
-from hoban_pipelines.mixing import MixRecipe, SplitRecipe, assemble_mix, split_manual, with_box_counts, write_mix
-from hoban_pipelines.yolo import YoloFormatError, list_yolo_dataset, load_entries, read_yolo_dataset
+from hoban_pipelines.datasets import checks as dataset_checks
+from hoban_pipelines.labels.cleaning import CleaningRule
+from hoban_pipelines.labels.cvat_import import build_dataset, export_files
+from hoban_pipelines.labels.label_map import LabelMap
+from hoban_pipelines.core.lake import publish_directory
+from hoban_pipelines.datasets.mix import MixRecipe, SplitRecipe, assemble_mix, split_manual, with_box_counts, write_mix
+from hoban_pipelines.core.yolo_format import YoloFormatError, list_yolo_dataset, load_entries, read_yolo_dataset
 
 CLASSES = ["person_with_helmet", "person_without_helmet"]
 

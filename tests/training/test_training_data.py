@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from hoban_pipelines.training_data import (
+from hoban_pipelines.training.view import (
     TrainingDataError,
     build_training_view,
     clip_boxes,

@@ -39,8 +39,8 @@ from pathlib import Path
 import cv2
 import yaml
 
-from hoban_pipelines.lake import link_or_copy, publish_directory
-from hoban_pipelines.yolo import YoloFormatError, image_size, list_yolo_dataset, parse_label_file
+from hoban_pipelines.core.lake import link_or_copy, publish_directory
+from hoban_pipelines.core.yolo_format import YoloFormatError, image_size, list_yolo_dataset, parse_label_file
 
 TILE_OVERLAP = 0.2
 MIN_VISIBLE = 0.5

@@ -1,0 +1,1 @@
+"""What every stage stands on: the lake, the settings, folder fingerprints, the YOLO dataset format, pictures."""

@@ -1,0 +1,1 @@
+"""Labelled sets become training datasets: the leakage grouping, splits, mixes, recipes, near-duplicates, checks."""

@@ -1,0 +1,1 @@
+"""CVAT parts become one labelled set: the import, label maps, the cleaning of pre-annotation false boxes."""
