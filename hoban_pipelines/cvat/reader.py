@@ -6,7 +6,9 @@ pixel box clipped to its image: ``box`` and ``ellipse`` (rotation included), ``p
 and ``mask`` (from the decoded pixels: CVAT's crop box is not always tight). ``polyline``,
 ``points``, ``tag``, ``cuboid`` and ``skeleton`` are counted and skipped. Images without
 shapes are kept: they are the negatives of a detection dataset. A video export has no
-``<image>`` elements; its frames become images named ``frame_000123``.
+``<image>`` elements; its frames become images named ``frame_000123``. Task, job and project
+exports are all read: their ``<meta>`` differs (see ``_read_meta``), and a project export
+repeats image names across subsets, so an image is told apart by (task, subset, name).
 
 Hand-written on purpose: datumaro is a heavy dependency whose CVAT extractor builds the
 whole dataset in memory before handing out one item, and CVAT's own reader lives inside
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
 import zipfile
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -98,12 +99,20 @@ class CvatBox:
 class CvatImage:
     """One image (or video frame) with its boxes; no boxes means a negative image."""
 
-    key: tuple[str, str]  # (task id, else subset, else '', name): unique within an export
+    key: tuple[str, str]  # (task id, else subset, else '', name); see identity for uniqueness
     name: str  # as in CVAT, may hold subfolders; 'frame_000123' for video frames
     frame: int | None  # CVAT frame number (the <image> id)
     width: int
     height: int
     boxes: list[CvatBox] = field(default_factory=list)
+    # The subset a project export gives the image ('Train', 'Test', ...); '' in task and job
+    # exports. A project export with images writes the file as images/<subset>/<name>.
+    subset: str = ""
+
+    @property
+    def identity(self) -> tuple[str, str, str]:
+        """(task, subset, name): unique within an export, which key alone is not for projects."""
+        return (self.key[0], self.subset, self.name)
 
 
 @dataclass
@@ -166,24 +175,6 @@ def summarize(export: CvatExport, with_boxes: bool = False) -> dict:
     return summary
 
 
-def extract_zip_images(zip_path: str | Path, dest_dir: str | Path) -> list[Path]:
-    """Copy the zip's ``images/`` members to ``dest_dir`` (keeping subfolders), return the paths.
-
-    The whole member list is checked first, so an export with a path that escapes the
-    folder writes nothing.
-    """
-    zip_path, dest_dir = Path(zip_path), Path(dest_dir)
-    written = []
-    with _open_zip(zip_path) as archive:
-        for relative in _image_members(archive.namelist()):
-            target = dest_dir / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(IMAGES_PREFIX + relative) as source, target.open("wb") as sink:
-                shutil.copyfileobj(source, sink)
-            written.append(target)
-    return written
-
-
 class _LineRecordingTreeBuilder(TreeBuilder):
     """A TreeBuilder that notes the line of each start tag, in document order.
 
@@ -216,6 +207,8 @@ class _FrameSource:
 
     frames: range | None
     size: tuple[int, int] | None  # (width, height) from <original_size>
+    subset: str = ""  # the task's <subset>, kept for project exports only
+    span: int = 0  # frame numbers the task takes up in a project subset (start + step * size)
 
 
 @dataclass(frozen=True)
@@ -223,6 +216,7 @@ class _Track:
     track_id: int
     label: str
     group: str
+    subset: str
     source: str
 
 
@@ -240,10 +234,10 @@ class _ExportReader:
         self.zip_images: list[str] = []
         self._member: str | None = None
         self._frame_sources: dict[str, _FrameSource] = {}  # task group -> frames and size
-        # Unclipped track boxes by (task group, frame); an empty list marks a frame where a
-        # track is visible with no box-like shape.
-        self._track_boxes: dict[tuple[str, int], list[CvatBox]] = {}
-        self._image_keys: set[tuple[str, str]] = set()
+        # Unclipped track boxes by (task group, subset, frame); an empty list marks a frame
+        # where a track is visible with no box-like shape.
+        self._track_boxes: dict[tuple[str, str, int], list[CvatBox]] = {}
+        self._image_lines: dict[tuple[str, str, str], int] = {}  # identity -> line first seen
 
     def images(self) -> Iterator[CvatImage]:
         with _open_source(self.path) as source:
@@ -356,7 +350,8 @@ class _ExportReader:
         return element
 
     def _read_meta(self, meta: Element, line: int) -> None:
-        """Declared labels (task, job or project meta) and, for video, each task's frames."""
+        """Declared labels and, for video, each task's frames and size, from any meta layout."""
+        # One layout per export kind: meta/task, meta/job + meta/original_size, meta/project/tasks.
         for labels in meta.iter("labels"):
             for label in labels.findall("label"):
                 name = label.findtext("name") or ""
@@ -365,27 +360,49 @@ class _ExportReader:
                         attribute.findtext("name") or "": _attribute_spec(attribute)
                         for attribute in label.findall("attributes/attribute")
                     }
+        beside = self._original_size(meta, line)  # where a job export writes it
         for container in (meta.find("task"), meta.find("job")):
             if container is not None:
-                self._frame_sources[""] = self._frame_source(container, line)
+                source = self._frame_source(container, line)
+                if source.size is None:
+                    source = replace(source, size=beside)
+                self._frame_sources[""] = source
+        if beside is not None and meta.find("project") is None:
+            self._frame_sources.setdefault("", _FrameSource(frames=None, size=beside))
+        # Project frame numbers run on across the tasks of a subset (CVAT's _task_frame_offsets).
+        subset_ends: dict[str, int] = {}
         for task in meta.findall("project/tasks/task"):
-            self._frame_sources[task.findtext("id") or ""] = self._frame_source(task, line)
+            subset = (task.findtext("subset") or "").strip()
+            offset = subset_ends.get(subset, 0)
+            source = self._frame_source(task, line, offset=offset, subset=subset)
+            subset_ends[subset] = offset + source.span
+            self._frame_sources[(task.findtext("id") or "").strip()] = source
 
-    def _frame_source(self, container: Element, line: int) -> _FrameSource:
-        def meta_int(path: str) -> int | None:
-            text = (container.findtext(path) or "").strip()
-            if not text:
-                return None
-            if not text.isdigit():
-                raise self._error(
-                    f"<{path}> is {text!r}, not a whole number",
-                    fix=f"fix the value in <meta> or {_REEXPORT}",
-                    line=line,
-                    element="<meta>",
-                )
-            return int(text)
+    def _meta_int(self, container: Element, path: str, line: int) -> int | None:
+        text = (container.findtext(path) or "").strip()
+        if not text:
+            return None
+        if not text.isdigit():
+            raise self._error(
+                f"<{path}> is {text!r}, not a whole number",
+                fix=f"fix the value in <meta> or {_REEXPORT}",
+                line=line,
+                element="<meta>",
+            )
+        return int(text)
 
-        start, stop = meta_int("start_frame"), meta_int("stop_frame")
+    def _original_size(self, container: Element, line: int) -> tuple[int, int] | None:
+        """(width, height) of the container's own <original_size> child, if it has one."""
+        width = self._meta_int(container, "original_size/width", line)
+        height = self._meta_int(container, "original_size/height", line)
+        return (width, height) if width and height else None
+
+    def _frame_source(
+        self, container: Element, line: int, *, offset: int | None = None, subset: str = ""
+    ) -> _FrameSource:
+        """Frames and size of a <task> or <job>; offset is given for the tasks of a project."""
+        start = self._meta_int(container, "start_frame", line)
+        stop = self._meta_int(container, "stop_frame", line)
         frame_filter = container.findtext("frame_filter") or ""
         step_match = _FRAME_STEP.search(frame_filter)
         step = int(step_match.group(1)) if step_match else 1
@@ -396,10 +413,19 @@ class _ExportReader:
                 line=line,
                 element="<meta>",
             )
-        width, height = meta_int("original_size/width"), meta_int("original_size/height")
+        size = self._original_size(container, line)
+        if start is None or stop is None:
+            return _FrameSource(frames=None, size=size, subset=subset)
+        frames = range(start, stop + 1, step)
+        if offset is None:  # a task or job export: the numbers in <meta> are the frames
+            return _FrameSource(frames=frames, size=size)
+        count = self._meta_int(container, "size", line)
+        count = len(frames) if count is None else count
         return _FrameSource(
-            frames=range(start, stop + 1, step) if start is not None and stop is not None else None,
-            size=(width, height) if width and height else None,
+            frames=range(offset + start, offset + start + step * count, step),
+            size=size,
+            subset=subset,
+            span=start + step * count,
         )
 
     def _open_image(self, element: Element, line: int) -> CvatImage:
@@ -419,16 +445,27 @@ class _ExportReader:
                 element="<image>",
             )
         frame = self._integer(element, "id", line) if "id" in element.attrib else None
-        key = (element.get("task_id") or element.get("subset") or "", name)
-        if key in self._image_keys:
+        task, subset = element.get("task_id") or "", element.get("subset") or ""
+        image = CvatImage(
+            key=(task or subset, name),
+            name=name,
+            frame=frame,
+            width=width,
+            height=height,
+            subset=subset,
+        )
+        first = self._image_lines.setdefault(image.identity, line)
+        if first != line:
+            given = (f"task_id {task!r}" if task else "", f"subset {subset!r}" if subset else "")
+            where = ", ".join(filter(None, given)) or "no task_id or subset"
             raise self._error(
-                f"image {name!r} appears twice in the same task/subset, so its boxes are ambiguous",
+                f"image {name!r} appears twice in the same task/subset ({where}; first at line "
+                f"{first}), so its boxes are ambiguous",
                 fix="remove the duplicate <image> or export each task separately",
                 line=line,
                 element="<image>",
             )
-        self._image_keys.add(key)
-        return CvatImage(key=key, name=name, frame=frame, width=width, height=height)
+        return image
 
     def _open_track(self, element: Element, line: int) -> _Track:
         self.element_counts["track"] += 1
@@ -437,6 +474,7 @@ class _ExportReader:
             track_id=self._integer(element, "id", line),
             label=label,
             group=element.get("task_id") or element.get("subset") or "",
+            subset=element.get("subset") or "",
             source=element.get("source", ""),
         )
 
@@ -456,7 +494,7 @@ class _ExportReader:
         frame = self._integer(element, "frame", line)  # absolute already: start + i * step
         if element.get("outside") == "1":
             return
-        boxes = self._track_boxes.setdefault((track.group, frame), [])
+        boxes = self._track_boxes.setdefault((track.group, track.subset, frame), [])
         if element.tag not in BOX_SHAPE_TAGS:
             return
         if not track.label:
@@ -589,32 +627,50 @@ class _ExportReader:
 
     def _attach_track_boxes(self, images: list[CvatImage]) -> None:
         """Give track boxes of an image export to the <image> whose id is their frame."""
-        by_frame = {(image.key[0], image.frame): image for image in images}
-        for (group, frame), boxes in self._track_boxes.items():
+        by_frame: dict[tuple[str, int | None], list[CvatImage]] = {}
+        for image in images:
+            by_frame.setdefault((image.key[0], image.frame), []).append(image)
+        for (group, subset, frame), boxes in self._track_boxes.items():
             if not boxes:
                 continue
-            image = by_frame.get((group, frame))
-            if image is None:
+            candidates = by_frame.get((group, frame), [])
+            # A project's subsets number their frames separately, so the subset decides.
+            matching = [image for image in candidates if image.subset == subset]
+            if not matching and len(candidates) == 1:
+                matching = candidates
+            if len(matching) != 1:
+                in_subset = f" in subset {subset!r}" if subset else ""
+                problem = (
+                    f"but no <image id=\"{frame}\">{in_subset} exists"
+                    if not matching
+                    else f"and {len(matching)} <image id=\"{frame}\"> elements{in_subset} "
+                    "could hold it"
+                )
                 raise self._error(
-                    f"track {boxes[0].track_id} has a shape on frame {frame}, "
-                    f"but no <image id=\"{frame}\"> exists",
+                    f"track {boxes[0].track_id} has a shape on frame {frame}, {problem}",
                     fix=f"the export is inconsistent; {_REEXPORT}",
                     element="<track>",
                 )
-            image.boxes.extend(boxes)
+            matching[0].boxes.extend(boxes)
 
     def _video_frames(self) -> Iterator[CvatImage]:
         """One image per frame of each task in <meta>, plus any frame a track is visible on."""
-        frames = set(self._track_boxes)
+        boxes: dict[tuple[str, int], list[CvatBox]] = {}
+        subsets: dict[tuple[str, int], str] = {}  # every frame -> its tracks' subset, if any
+        for (group, subset, frame), found in self._track_boxes.items():
+            boxes.setdefault((group, frame), []).extend(found)
+            subsets.setdefault((group, frame), subset)
         for group, source in self._frame_sources.items():
-            frames.update((group, frame) for frame in source.frames or ())
-        for group, frame in sorted(frames):
+            for frame in source.frames or ():
+                subsets.setdefault((group, frame), "")
+        for group, frame in sorted(subsets):
             source = self._frame_sources.get(group)
             if source is None or source.size is None:
                 task = f"task {group}" if group else "the task"
                 raise self._error(
-                    f"frame {frame} has no size: <meta> gives no <original_size> for {task}, "
-                    "so boxes cannot be clipped",
+                    f"frame {frame} has no size: <meta> gives no <original_size> for {task} "
+                    "(looked in <meta>, <meta><task>, <meta><job> and "
+                    "<meta><project><tasks><task>), so boxes cannot be clipped",
                     fix="image tasks exported as 'CVAT for video' carry no sizes; "
                     "export the task as 'CVAT for images 1.1' instead",
                     element="<original_size>",
@@ -628,7 +684,8 @@ class _ExportReader:
                     frame=frame,
                     width=width,
                     height=height,
-                    boxes=self._track_boxes.get((group, frame), []),
+                    boxes=boxes.get((group, frame), []),
+                    subset=subsets[(group, frame)] or source.subset,
                 )
             )
 
@@ -753,7 +810,7 @@ def _mentions_track(open_stream: Callable[[], IO[bytes]]) -> bool:
 
 @contextmanager
 def _open_source(path: Path) -> Iterator[_Source]:
-    if not zipfile.is_zipfile(path):
+    if not (zipfile.is_zipfile(path) or _looks_like_zip(path)):
         yield _Source(open=lambda: path.open("rb"), member=None, zip_images=[])
         return
     with _open_zip(path) as archive:
@@ -772,6 +829,12 @@ def _open_source(path: Path) -> Iterator[_Source]:
             member=ANNOTATIONS_MEMBER,
             zip_images=_image_members(names),
         )
+
+
+def _looks_like_zip(path: Path) -> bool:
+    """A damaged zip (a cut-off download) is still a zip to the user: say so, not "malformed XML"."""
+    with path.open("rb") as handle:
+        return path.suffix.lower() == ".zip" or handle.read(4) == b"PK\x03\x04"
 
 
 @contextmanager

@@ -35,7 +35,7 @@ def _mask() -> np.ndarray:
 def _images() -> list[ImageEntry]:
     return [
         ImageEntry(0, "cam1/day 1/cam1 & cam2.jpg", 1920, 1080, [
-            BoxShape("person_with_helmet", 10, 20.5, 30.123, 40.999, {"score": "0.87"},
+            BoxShape("person_with_helmet", 10, 20.5, 30.123, 40.999, attributes={"score": "0.87"},
                      source="auto", occluded=True, z_order=2),
             MaskShape("person_without_helmet", _mask(), left=100, top=200),
         ]),
@@ -131,7 +131,7 @@ def test_failed_write_leaves_the_old_file_and_no_temp_files(tmp_path, monkeypatc
 
 @pytest.mark.parametrize("shape, message", [
     (BoxShape("person", 0, 0, 1, 1), "not declared"),
-    (BoxShape("person_without_helmet", 0, 0, 1, 1, {"score": "1"}), "not declared"),
+    (BoxShape("person_without_helmet", 0, 0, 1, 1, attributes={"score": "1"}), "not declared"),
     (BoxShape("person_with_helmet", 5, 0, 1, 1), "reversed"),
     (MaskShape("person_with_helmet", np.ones((3, 3), bool), left=8, top=0), "outside"),
     (MaskShape("person_with_helmet", np.ones((0, 3), bool), left=0, top=0), "non-empty"),
