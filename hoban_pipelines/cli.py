@@ -144,6 +144,66 @@ def cvat_to_yolo(files, out: Path, images: Path | None, label_map: Path | None, 
                f"{report.removed} removed by cleaning, {len(report.conflicts)} conflicts")
 
 
+@main.group("dedup")
+def dedup_group() -> None:
+    """Near-duplicate images and frozen CCTV frames in a folder (reports only: nothing is deleted)."""
+
+
+def _images_in(folder: Path) -> list[Path]:
+    from hoban_pipelines.core.yolo_format import IMAGE_SUFFIXES
+
+    images = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise click.ClickException(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return images
+
+
+@dedup_group.command("near")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--threshold", type=float, default=None, help="Similarity at or above which two images pair "
+              "(default 0.98 for the opencv backend; fastdup has its own scale and no default).")
+@click.option("--backend", type=click.Choice(["opencv", "fastdup"]), default="opencv", show_default=True,
+              help="fastdup is optional and licensed non-commercially (see README).")
+def dedup_near(folder: Path, threshold: float | None, backend: str) -> None:
+    """Pairs of near-duplicate images as JSON lines: {"a", "b", "similarity"}."""
+    from hoban_pipelines.datasets import near_duplicates
+
+    images = _images_in(folder)
+    if backend == "fastdup":
+        if threshold is None:
+            raise click.ClickException("the fastdup backend needs --threshold: its similarity is not this project's cosine")
+        pairs = near_duplicates.near_duplicate_pairs_fastdup(images, threshold)
+    else:
+        thumbs = near_duplicates.thumbnails(images)
+        for path, reason in thumbs.skipped:
+            click.echo(f"skipped {path}: {reason}", err=True)
+        pairs = near_duplicates.near_duplicate_pairs(thumbs, threshold or near_duplicates.DEFAULT_THRESHOLD)
+    for i, j, similarity in pairs:
+        click.echo(json.dumps({"a": str(images[i].relative_to(folder)), "b": str(images[j].relative_to(folder)),
+                               "similarity": round(similarity, 5)}))
+
+
+@dedup_group.command("frozen")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--threshold", type=float, default=None, help="Block-max mean absolute difference below which a "
+              "frame repeats the last live one (default 0.45, calibrated on the demo captures).")
+def dedup_frozen(folder: Path, threshold: float | None) -> None:
+    """One camera's frames, in file-name order (time-stamped names sort by time): the frozen ones as JSON."""
+    from hoban_pipelines.datasets import near_duplicates
+
+    images = _images_in(folder)
+    results = near_duplicates.frozen_flags(images, threshold or near_duplicates.FROZEN_THRESHOLD)
+    frozen = [r for r in results if r.is_frozen]
+    click.echo(json.dumps({
+        "frames": len(results),
+        "frozen": len(frozen),
+        "undecodable": [{"file": r.path, "error": r.error} for r in results if r.error],
+        "bytes_in_frozen_frames": sum(Path(r.path).stat().st_size for r in frozen),
+        "frozen_frames": [{"file": str(Path(r.path).relative_to(folder)), "repeats": str(Path(r.frozen_of).relative_to(folder)),
+                           "reason": r.reason, "score": None if r.score is None else round(r.score, 4)} for r in frozen],
+    }, indent=2))
+
+
 @main.group("bench")
 def bench_group() -> None:
     """Benchmarks; each prints its figures as JSON."""

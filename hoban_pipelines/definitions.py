@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import dagster as dg
 
-from hoban_pipelines.assets import datasets, demo, inputs, training
-from hoban_pipelines.assets.recipes import load_recipe_assets
+from hoban_pipelines.assets import datasets, demo, inputs, labels, training
+from hoban_pipelines.assets.datasets import load_recipe_assets
 from hoban_pipelines.jobs import all_jobs
 from hoban_pipelines.resources import LakeHandleIOManager, LakeResource, SettingsResource, YoloRuntime
 
 recipe_assets, recipe_checks = load_recipe_assets()
 
 defs = dg.Definitions(
-    assets=[*dg.load_assets_from_modules([demo, inputs, datasets, training]), *recipe_assets],
-    asset_checks=[*dg.load_asset_checks_from_modules([datasets]), *recipe_checks],
+    assets=[*dg.load_assets_from_modules([demo, inputs, labels, datasets, training]), *recipe_assets],
+    asset_checks=[*dg.load_asset_checks_from_modules([labels, datasets]), *recipe_checks],
     jobs=all_jobs,
     resources={
         "lake": LakeResource(),

@@ -60,3 +60,32 @@ def test_config_check_names_every_missing_path_and_its_setting(hoban_home):
     for key in ("cvat_exports", "snapshots", "base_dataset", "captures.cam1", "captures.cam2"):
         assert f"(setting '{key}'" in result.output
     assert str(hoban_home) in result.output
+
+
+def test_dedup_frozen_reports_the_planted_frozen_frames_of_one_camera(small_site):
+    truth = json.loads((small_site / "ground_truth" / "captures.json").read_text())["frames"]
+    planted = sorted(frame["file"].split("/", 1)[1] for frame in truth if frame["camera"] == "cam1" and frame["frozen_of"])
+    result = CliRunner().invoke(main, ["dedup", "frozen", str(small_site / "captures" / "cam1")])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["frames"] == sum(frame["camera"] == "cam1" for frame in truth)
+    assert sorted(frame["file"] for frame in report["frozen_frames"]) == planted and report["frozen"] == len(planted)
+    assert report["bytes_in_frozen_frames"] > 0 and report["undecodable"] == []
+    assert all((small_site / "captures" / "cam1" / frame["file"]).is_file() for frame in report["frozen_frames"])
+
+
+def test_dedup_near_pairs_a_reencoded_copy_and_nothing_else(small_site, tmp_path):
+    import cv2
+
+    images = sorted((small_site / "base_dataset").rglob("*.jpg"))[:3]
+    for image in images:
+        (tmp_path / image.name).write_bytes(image.read_bytes())
+    cv2.imwrite(str(tmp_path / "copy.png"), cv2.imread(str(images[0])))
+    result = CliRunner().invoke(main, ["dedup", "near", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    pairs = [json.loads(line) for line in result.output.splitlines()]
+    assert [{pair["a"], pair["b"]} for pair in pairs] == [{images[0].name, "copy.png"}]
+    refused = CliRunner().invoke(main, ["dedup", "near", str(tmp_path), "--backend", "fastdup"])
+    assert refused.exit_code != 0 and "needs --threshold" in refused.output
+    empty = CliRunner().invoke(main, ["dedup", "frozen", str(tmp_path / "nothing")])
+    assert empty.exit_code != 0

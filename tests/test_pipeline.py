@@ -8,8 +8,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from hoban_pipelines.assets import datasets
-from hoban_pipelines.assets.datasets import go2k_manual
+from hoban_pipelines.assets import labels
+from hoban_pipelines.assets.labels import go2k_manual
 from hoban_pipelines.definitions import defs
 from hoban_pipelines.demo_run import run_demo
 from hoban_pipelines.resources import LakeHandleIOManager, LakeResource, SettingsResource, YoloRuntime
@@ -56,7 +56,7 @@ def test_demo_runs_the_whole_graph_and_a_second_run_reuses_everything(small_conf
         mat = instance.get_latest_materialization_event(dg.AssetKey("go2k_manual")).asset_materialization
         assert mat.metadata["count/images"].value > 10
         assert mat.metadata["count/removed_by_cleaning"].value > 0
-        assert "data:image/png;base64," in mat.metadata["samples"].value
+        assert "data:image/jpeg;base64," in mat.metadata["samples"].value
         version = mat.metadata["version"].value
         lake = hoban_home / "lake" / "go2k_manual"
         assert [p.name for p in lake.iterdir() if not p.name.startswith(".")] == [version]
@@ -88,8 +88,9 @@ def test_demo_runs_the_whole_graph_and_a_second_run_reuses_everything(small_conf
         assert (scratch / "weights" / "last.pt").is_file() and not (scratch / "data").exists()
         assert (model_dir / "weights" / "best.pt").is_file() and (model_dir / "curves.png").is_file()
         comparison = instance.get_latest_materialization_event(dg.AssetKey("model_comparison")).asset_materialization
-        assert "model_go2k_finetune_adamw" in comparison.metadata["models"].value
-        assert "model_go2k_v3" in comparison.metadata["models"].value
+        compared = {record.data["model"] for record in comparison.metadata["models"].records}
+        assert {"model_go2k_finetune_adamw", "model_go2k_v3"} <= compared
+        assert isinstance(comparison.metadata["per_class"], dg.TableMetadataValue)
         recipe = instance.get_latest_materialization_event(dg.AssetKey("dataset_helmet_quick")).asset_materialization
         assert recipe.metadata["upstream"].value["go2k_manual"] == version
         assert any("quota 400" in w for w in recipe.metadata["warnings"].value)
@@ -142,7 +143,7 @@ def test_duplicate_content_fails_the_blocking_check(small_site, hoban_home, tmp_
     monkeypatch.setenv("HOBAN_CONFIG", str(config))
     with dg.instance_for_test() as instance:
         result = dg.materialize(
-            [go2k_manual, *dg.load_asset_checks_from_modules([datasets])],
+            [go2k_manual, *dg.load_asset_checks_from_modules([labels])],
             instance=instance, resources=_resources(hoban_home), raise_on_error=False,
         )
         evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
@@ -157,7 +158,7 @@ def test_duplicate_content_fails_the_blocking_check(small_site, hoban_home, tmp_
 def test_base_model_from_a_configured_checkpoint_is_versioned_by_sha256(hoban_home, tmp_path, monkeypatch):
     from hoban_pipelines.assets.training import base_model
     from hoban_pipelines.core.lake import file_sha256
-    from hoban_pipelines.training.job import TrainingError
+    from hoban_pipelines.training.recipes import TrainingError
 
     checkpoint = tmp_path / "v13 stage2 best.pt"
     config = tmp_path / "hoban.yaml"
@@ -181,7 +182,7 @@ def test_recipes_are_run_config_with_the_teams_numbers_as_defaults():
     from dataclasses import asdict
 
     from hoban_pipelines.assets.training import MODELS, configured_recipe, recipe_config
-    from hoban_pipelines.training.job import RECIPES
+    from hoban_pipelines.training.recipes import RECIPES
 
     for asset, (recipe_name, _) in MODELS.items():
         recipe = RECIPES[recipe_name]

@@ -3,9 +3,8 @@
 import dagster as dg
 
 from hoban_pipelines.core.fingerprints import fingerprint_folder
+from hoban_pipelines.core.yolo_format import IMAGE_SUFFIXES
 from hoban_pipelines.resources import SettingsResource
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def _observe(settings: SettingsResource, key: str, what: str, suffixes=None) -> dg.ObserveResult:
@@ -39,10 +38,10 @@ def base_dataset(settings: SettingsResource) -> dg.ObserveResult:
 
 @dg.observable_source_asset(group_name="inputs", description="Continuous capture folders, one per camera: setting `captures`.")
 def capture_folders(settings: SettingsResource) -> dg.ObserveResult:
-    site = settings.get()
+    configured = settings.get()
     prints = {
-        cam: fingerprint_folder(site.require(f"captures.{cam}", f"capture folder of {cam}"), IMAGE_SUFFIXES)
-        for cam in sorted(site.captures)
+        cam: fingerprint_folder(configured.require(f"captures.{cam}", f"capture folder of {cam}"), IMAGE_SUFFIXES)
+        for cam in sorted(configured.captures)
     }
     combined = "-".join(p.version[:8] for p in prints.values())
     return dg.ObserveResult(

@@ -17,13 +17,13 @@ import numpy as np
 import pandas as pd
 
 from hoban_pipelines.bench import dedup as dedup_bench
-from hoban_pipelines.datasets.mix import MixRecipe, assemble_mix, write_mix
+from hoban_pipelines.datasets.mix import MixParameters, assemble_mix, write_mix
 from hoban_pipelines.core.yolo_format import IMAGE_SUFFIXES, list_yolo_dataset
 
 CLASSES = ["person_with_helmet", "person_without_helmet"]
-# 8,000 + 900 base entries and 375 domain train images x 8 + 100 domain valid: 12,000 entries
+# 8,000 + 900 base entries and 375 domain train images x 8 + 100 domain val: 12,000 entries
 BASE_TRAIN, BASE_VAL = 9000, 1000
-RECIPE = MixRecipe(base_train=8000, base_valid=900, domain_oversample=8)
+PARAMETERS = MixParameters(base_train=8000, base_val=900, domain_oversample=8)
 DOMAIN_TRAIN, DOMAIN_VALID = 375, 100
 
 
@@ -37,7 +37,7 @@ def _write_dataset(root: Path) -> pd.DataFrame:
             split = "train" if index < BASE_TRAIN else "val"
             image = root / "base" / "images" / split / f"{index:05d}.jpg"
         else:
-            split = "train" if index < BASE_TRAIN + BASE_VAL + DOMAIN_TRAIN else "valid"
+            split = "train" if index < BASE_TRAIN + BASE_VAL + DOMAIN_TRAIN else "val"
             image = root / "go2k" / "images" / f"{index:05d}.jpg"
         label = Path(str(image).replace("/images/", "/labels/")).with_suffix(".txt")
         image.parent.mkdir(parents=True, exist_ok=True)
@@ -62,10 +62,10 @@ def run(workdir: Path | None = None, dedup_images: int = 20_000) -> dict:
         out = root / "mix"
         out.mkdir()
         start = time.perf_counter()
-        result = assemble_mix(list_yolo_dataset(root / "base"), domain, RECIPE)
+        result = assemble_mix(list_yolo_dataset(root / "base"), domain, PARAMETERS)
         counts = write_mix(result, CLASSES, out)
         seconds = time.perf_counter() - start
-        entries = counts["train_entries"] + counts["valid_entries"]
+        entries = counts["train_entries"] + counts["val_entries"]
         copied = _image_bytes(out)
     dedup = dedup_bench.run(n=dedup_images)
     return {

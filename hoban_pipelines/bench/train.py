@@ -74,7 +74,8 @@ def _asset_side(home: Path, config: Path, epochs: int, imgsz: int) -> Path:
 
 def _direct_side(run_dir: Path, work: Path) -> Path:
     """The same ultralytics call on the same files, without Dagster; its run folder."""
-    from hoban_pipelines.training.job import JOB_RECORD, TrainRecipe, cpu_threads, train_args
+    from hoban_pipelines.training.job import JOB_RECORD, cpu_threads, train_args
+    from hoban_pipelines.training.recipes import TrainRecipe
     from hoban_pipelines.training.view import build_training_view
 
     summary = json.loads((run_dir / "summary.json").read_text())

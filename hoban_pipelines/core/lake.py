@@ -4,8 +4,11 @@ Every materialization writes ``lake/<asset>[/<partition>]/<version>/``: built in
 directory beside its final place and renamed into it, so a crash never leaves a half-written
 version and older versions are never touched. The version name is ``<UTC time>-<digest>``;
 content identical to an existing version reuses that version instead of piling up copies.
-Assets pass small ``LakeHandle`` records (path, version, counts) between each other, never
-image arrays or pickled models.
+Assets pass small ``LakeHandle`` records (path, version, counts, classes, upstream versions)
+between each other, never image arrays or pickled models. Each version's ``_version.json``
+records what it was built from and with (``params``, ``upstream``, ``classes``, ``counts``), so
+a handle can be rebuilt from the version alone and :meth:`Lake.find_version` answers "which
+version of asset X has property Y" for reuse, checks, sensors and promotion.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 VERSION_FILE = "_version.json"
 TMP_PREFIX = ".tmp-"
@@ -39,7 +42,9 @@ class LakeHandle:
     path: str  # relative to HOBAN_HOME, so a lake can be moved or mounted elsewhere
     partition: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
+    classes: list[str] = field(default_factory=list)  # what the version's class indices name; empty: no labels
+    # every lake version this one was computed from, its own inputs and theirs: asset -> version
+    upstream: dict[str, str] = field(default_factory=dict)
 
     def resolve(self, home: Path) -> Path:
         return Path(home) / self.path
@@ -48,8 +53,18 @@ class LakeHandle:
         return json.dumps(asdict(self), sort_keys=True, indent=2)
 
     @classmethod
-    def from_json(cls, text: str) -> "LakeHandle":
-        return cls(**json.loads(text))
+    def from_json(cls, text: str, source: str = "handle record") -> "LakeHandle":
+        raw = json.loads(text)
+        unknown = sorted(set(raw) - set(HANDLE_FIELDS))
+        if unknown:
+            raise LakeError(
+                f"{source} was written by an older hoban_pipelines (fields {unknown}); "
+                f"rematerialize {raw.get('asset', 'the asset')} to record it anew"
+            )
+        return cls(**raw)
+
+
+HANDLE_FIELDS = tuple(LakeHandle.__dataclass_fields__)
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -144,6 +159,27 @@ class Lake:
 
     def new_version(self, asset: str, *, partition: str | None = None, meta: dict[str, Any] | None = None) -> "VersionWriter":
         return VersionWriter(self, asset, partition, meta or {})
+
+    def handle(self, asset: str, version: str, partition: str | None = None) -> LakeHandle:
+        """The handle of a published version, from what the version records about itself."""
+        folder = self.asset_dir(asset, partition) / version
+        if not (folder / VERSION_FILE).is_file():
+            raise LakeError(f"{asset} has no version {version} in {self.root}: list them under {folder.parent}")
+        info = self.version_info(asset, version, partition)
+        return self.handle_for(folder, asset=asset, version=version, partition=partition,
+                               counts=info.get("counts") or {}, classes=info.get("classes") or [],
+                               upstream=info.get("upstream") or {})
+
+    def find_version(
+        self, asset: str, matches: Callable[[dict[str, Any]], bool], partition: str | None = None,
+    ) -> LakeHandle | None:
+        """The newest published version of ``asset`` whose ``_version.json`` satisfies ``matches``."""
+        infos = [self.version_info(asset, version, partition) for version in self.versions(asset, partition)]
+        # by creation time: version names order by the second, then by digest
+        for info in sorted(infos, key=lambda info: info.get("created", ""), reverse=True):
+            if matches(info):
+                return self.handle(asset, info["version"], partition)
+        return None
 
     def handle_for(self, path: Path, **kwargs: Any) -> LakeHandle:
         return LakeHandle(path=Path(path).relative_to(self.home).as_posix(), **kwargs)

@@ -1,12 +1,11 @@
-"""Pictures for people: box-size histograms and sample images with their boxes drawn.
+"""Pictures for people: box-size histograms, sample images with their boxes drawn, previews.
 
-Rendered offline (matplotlib's bundled font, OpenCV's Hershey font), saved as PNG in the lake
-and embedded in Dagster metadata as markdown.
+Rendered offline (matplotlib's bundled font, OpenCV's Hershey font) and saved as PNG in the
+lake; the UI shows a small JPEG preview of each (:func:`jpeg_preview`), not the file itself.
 """
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -87,13 +86,26 @@ def sample_grid(
     return path
 
 
-def png_markdown(path: Path, alt: str) -> str:
-    """Markdown that shows a PNG inline (Dagster metadata renders it)."""
-    data = base64.b64encode(Path(path).read_bytes()).decode()
-    return f"![{alt}](data:image/png;base64,{data})"
+PREVIEW_WIDTH = 960  # px: readable in the asset page's metadata panel
+PREVIEW_MAX_BYTES = 200_000
+PREVIEW_QUALITIES = (80, 65, 50)
 
 
-def markdown_table(rows: list[dict], columns: list[str]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
+def jpeg_preview(path: Path, width: int = PREVIEW_WIDTH, max_bytes: int = PREVIEW_MAX_BYTES) -> bytes:
+    """A JPEG of the picture at ``path``, at most ``width`` px wide and, where quality allows,
+    ``max_bytes`` long: a 2-3 MB PNG sample grid becomes about 100 KB."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{path}: cannot decode the picture for a preview")
+    while True:
+        if image.shape[1] > width:
+            height = max(1, round(image.shape[0] * width / image.shape[1]))
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        for quality in PREVIEW_QUALITIES:
+            ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if ok and len(encoded) <= max_bytes:
+                return encoded.tobytes()
+        if width <= 240:
+            return encoded.tobytes()
+        width = width * 3 // 4
+

@@ -1,4 +1,5 @@
-"""Reading an ultralytics YOLO detection dataset folder into the project's manifests.
+"""The ultralytics YOLO detection dataset format: reading a folder into the project's
+manifests, and writing label files, image-list files and ``data.yaml``.
 
 The layout is ultralytics' own: ``data.yaml`` with ``path``, ``train``/``val``/``test`` (a folder
 of images, a .txt list of image paths, or a list of either) and ``names``; each image's labels
@@ -21,7 +22,9 @@ from PIL import Image, UnidentifiedImageError
 from hoban_pipelines.core.lake import file_sha256
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-SPLIT_KEYS = ("train", "val", "test")
+# ultralytics' split names; every dataset this project writes uses them, "val" included
+TRAIN, VAL, TEST = "train", "val", "test"
+SPLIT_KEYS = (TRAIN, VAL, TEST)
 
 
 class YoloFormatError(ValueError):
@@ -190,3 +193,44 @@ def load_entries(listing: YoloListing, entries: pd.DataFrame | None = None) -> Y
 def read_yolo_dataset(root: Path, splits: tuple[str, ...] = SPLIT_KEYS) -> YoloDataset:
     """Manifests of every image and box in the dataset at ``root``."""
     return load_entries(list_yolo_dataset(root, splits))
+
+
+def label_path(image: str) -> str:
+    """Where a dataset written by this project keeps the labels of ``images/<image>``."""
+    return str(Path("labels") / Path(image).with_suffix(".txt"))
+
+
+def label_lines(boxes: pd.DataFrame) -> list[str]:
+    """YOLO label lines (``cls cx cy w h``, normalised) of boxes in pixels (x1 y1 x2 y2 img_w img_h cls)."""
+    cx = (boxes["x1"] + boxes["x2"]) / 2 / boxes["img_w"]
+    cy = (boxes["y1"] + boxes["y2"]) / 2 / boxes["img_h"]
+    w = (boxes["x2"] - boxes["x1"]) / boxes["img_w"]
+    h = (boxes["y2"] - boxes["y1"]) / boxes["img_h"]
+    return [f"{int(c)} {a:.6f} {b:.6f} {d:.6f} {e:.6f}" for c, a, b, d, e in zip(boxes["cls"], cx, cy, w, h)]
+
+
+def write_list_files(out_dir: Path, entries: pd.DataFrame, splits: tuple[str, ...] = (TRAIN, VAL)) -> dict[str, str]:
+    """``<split>.txt`` per split: each entry's ``path`` once, or ``copies`` times (oversampling).
+
+    A path is absolute, or ``./``-relative to the list file's folder (as ultralytics reads it).
+    Returns {split: list file name} for :func:`write_data_yaml`.
+    """
+    copies = entries["copies"] if "copies" in entries else pd.Series(1, index=entries.index)
+    lists = {}
+    for split in splits:
+        chosen = entries["split"] == split
+        lines = [path for path, k in zip(entries.loc[chosen, "path"], copies[chosen]) for _ in range(int(k))]
+        (Path(out_dir) / f"{split}.txt").write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+        lists[split] = f"{split}.txt"
+    return lists
+
+
+def write_data_yaml(out_dir: Path, lists: dict[str, str], classes: list[str]) -> Path:
+    """``data.yaml`` naming each split's folder or list file and the classes.
+
+    No ``path`` key: ultralytics resolves a relative ``path`` against the working directory,
+    and without one it takes the file's own folder, so the dataset stays valid when moved.
+    """
+    path = Path(out_dir) / "data.yaml"
+    path.write_text(yaml.safe_dump({**lists, "names": dict(enumerate(classes))}, sort_keys=False), encoding="utf-8")
+    return path

@@ -45,33 +45,35 @@ class LabelSpec:
     color: str = "#fa3253"
 
 
-@dataclass(frozen=True)
-class BoxShape:
-    """A rectangle in pixel coordinates (CVAT allows edges past the image border)."""
+@dataclass(frozen=True, eq=False)
+class _Shape:
+    """What every CVAT shape carries besides its geometry (keyword-only, after the geometry)."""
 
     label: str
+    _: KW_ONLY
+    attributes: dict[str, str] = field(default_factory=dict)
+    source: str = "manual"
+    occluded: bool = False
+    z_order: int = 0
+
+
+@dataclass(frozen=True)
+class BoxShape(_Shape):
+    """A rectangle in pixel coordinates (CVAT allows edges past the image border)."""
+
     xtl: float
     ytl: float
     xbr: float
     ybr: float
-    attributes: dict[str, str] = field(default_factory=dict)
-    source: str = "manual"
-    occluded: bool = False
-    z_order: int = 0
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: ndarray fields have no truth value
-class MaskShape:
+class MaskShape(_Shape):
     """A bitmap mask: ``mask`` is the boolean crop whose top-left pixel sits at (left, top)."""
 
-    label: str
     mask: np.ndarray
     left: int
     top: int
-    attributes: dict[str, str] = field(default_factory=dict)
-    source: str = "manual"
-    occluded: bool = False
-    z_order: int = 0
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from hoban_pipelines.core.lake import file_sha256
+from hoban_pipelines.core.yolo_format import read_class_names
+from hoban_pipelines.datasets.grouping import Grouping, leakage_links
+
 MAX_LISTED = 20  # problems shown per check; the count says how many there are in all
 
 
@@ -87,3 +91,27 @@ def list_files_resolve(folder: Path) -> list[str]:
         if line and not (folder / line[2:] if line.startswith("./") else Path(line)).is_file()
     ]
     return _listed(missing)
+
+
+def leakage_problems(root: Path, manifest: str, grouping: Grouping) -> list[str]:
+    """Image content, near-duplicates or same-burst frames in two splits of the version at
+    ``root``, linked with the ``grouping`` that version was split with."""
+    entries = pd.read_parquet(Path(root) / "manifests" / manifest)
+    entries = entries.assign(path=[p if Path(p).is_absolute() else str(Path(root) / p) for p in entries["path"]])
+    entries = entries.drop_duplicates(["split", "path"]).reset_index(drop=True)
+    if "sha256" not in entries:
+        entries["sha256"] = [file_sha256(Path(p)) for p in entries["path"]]
+    links = leakage_links(entries["path"], entries["camera"], entries["timestamp"], grouping)
+    return (
+        content_in_two_splits(entries)
+        + linked_across_splits(entries, links.near_duplicates, f"near-duplicates (cosine >= {grouping.similarity:g})")
+        + linked_across_splits(entries, links.bursts, f"same camera within {grouping.burst_seconds:g} s")
+    )
+
+
+def class_split_problems(root: Path, manifest: str) -> list[str]:
+    """Every class of the version's data.yaml has boxes in every split."""
+    classes = read_class_names(Path(root) / "data.yaml")
+    entries = pd.read_parquet(Path(root) / "manifests" / manifest)
+    table = entries.groupby("split")[[f"boxes_{name}" for name in classes]].sum()
+    return classes_in_every_split(table, classes)

@@ -1,4 +1,4 @@
-"""Training mixes as image-list files: the go2k split and the go2k_v2 mix.
+"""Training mixes as image-list files: the go2k_v2 mix.
 
 A mix copies no image bytes. It writes ultralytics list files (one image path per line; a
 path repeated k times is oversampled k times) and a ``data.yaml`` without ``path``, which
@@ -14,54 +14,23 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from hoban_pipelines.datasets import near_duplicates as dedup
-from hoban_pipelines.datasets.split import grouped_stratified_split, time_groups
-from hoban_pipelines.core.yolo_format import YoloListing, image_size, parse_label_file
+from hoban_pipelines.core.report import BuildReport, Table
+from hoban_pipelines.core.yolo_format import (
+    TRAIN, VAL, YoloFormatError, YoloListing, image_size, list_yolo_dataset, parse_label_file, write_data_yaml,
+    write_list_files,
+)
+from hoban_pipelines.datasets.split import SPLIT_MANIFEST
 
-TRAIN, VALID = "train", "valid"
-
-
-@dataclass(frozen=True)
-class SplitRecipe:
-    valid_fraction: float = 0.2
-    seed: int = 0
-    burst_seconds: float = 60.0  # frames of one camera this close are one group
-    similarity: float = dedup.DEFAULT_THRESHOLD  # thumbnails this similar are one group
-
-
-def split_manual(images: pd.DataFrame, boxes: pd.DataFrame, root: Path, n_classes: int, recipe: SplitRecipe) -> pd.DataFrame:
-    """go2k_manual's images with ``split`` (train/valid) and ``group`` columns.
-
-    ``images`` has image, path (relative to ``root``), camera, timestamp; ``boxes`` image, cls.
-    """
-    thumbs = dedup.thumbnails([root / p for p in images["path"]])
-    # one camera's frames all look alike to a thumbnail: they are grouped by time instead
-    pairs = dedup.near_duplicate_pairs(thumbs, recipe.similarity, cameras=list(images["camera"]))
-    edges = time_groups(images["camera"], images["timestamp"], recipe.burst_seconds)
-    groups = dedup.union_groups(len(images), [(i, j) for i, j, _ in pairs], edges)
-    split = grouped_stratified_split(
-        images, boxes, groups, {TRAIN: 1 - recipe.valid_fraction, VALID: recipe.valid_fraction}, n_classes, recipe.seed
-    )
-    return images.assign(split=split.to_numpy(), group=groups)
-
-
-def with_box_counts(images: pd.DataFrame, boxes: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
-    """``images`` with a ``boxes_<class>`` column per class (from ``boxes``: image, cls)."""
-    per = boxes.groupby(["image", "cls"]).size().unstack(fill_value=0)
-    return images.assign(**{
-        f"boxes_{name}": images["image"].map(per[i] if i in per else {}).fillna(0).astype(int).to_numpy()
-        for i, name in enumerate(classes)
-    })
+MIX_MANIFEST = "entries.parquet"
 
 
 @dataclass(frozen=True)
-class MixRecipe:
+class MixParameters:
     """The team's go2k_v2 numbers are the defaults."""
 
     base_train: int = 8000
-    base_valid: int = 1000
+    base_val: int = 1000
     domain_oversample: int = 8
     seed: int = 0
 
@@ -90,42 +59,30 @@ def _sample(frame: pd.DataFrame, wanted: int, what: str, seed: int, warnings: li
     return frame.iloc[np.sort(picked)]
 
 
-def assemble_mix(base: YoloListing, domain: pd.DataFrame, recipe: MixRecipe) -> MixResult:
-    """Choose the mix's entries. ``domain`` has path, label_path, split (train/valid), absolute paths."""
+def assemble_mix(base: YoloListing, domain: pd.DataFrame, params: MixParameters) -> MixResult:
+    """Choose the mix's entries. ``domain`` has path, label_path, split (train/val), absolute paths."""
     warnings: list[str] = []
     unreadable: list[tuple[str, str]] = []
     splits = base.entries["split"]
-    base_train = _sample(base.entries[splits == "train"], recipe.base_train, "base train", recipe.seed, warnings, unreadable)
-    base_valid = _sample(base.entries[splits == "val"], recipe.base_valid, "base valid", recipe.seed + 1, warnings, unreadable)
+    base_train = _sample(base.entries[splits == TRAIN], params.base_train, "base train", params.seed, warnings, unreadable)
+    base_val = _sample(base.entries[splits == VAL], params.base_val, "base val", params.seed + 1, warnings, unreadable)
     if unreadable:
         shown = "; ".join(f"{path} ({why})" for path, why in unreadable[:5])
         warnings.append(f"{len(unreadable)} base image(s) cannot be read and were skipped: {shown}")
     parts = [
         base_train.assign(source="base", split=TRAIN, copies=1),
-        base_valid.assign(source="base", split=VALID, copies=1),
-        domain[domain["split"] == TRAIN].assign(source="go2k", copies=recipe.domain_oversample),
-        domain[domain["split"] == VALID].assign(source="go2k", copies=1),
+        base_val.assign(source="base", split=VAL, copies=1),
+        domain[domain["split"] == TRAIN].assign(source="go2k", copies=params.domain_oversample),
+        domain[domain["split"] == VAL].assign(source="go2k", copies=1),
     ]
     columns = ["source", "split", "path", "label_path", "copies", "camera", "timestamp"]
     entries = pd.concat([p.reindex(columns=columns) for p in parts], ignore_index=True)
     return MixResult(entries=entries, warnings=warnings, unreadable=unreadable)
 
 
-def write_lists(entries: pd.DataFrame, out_dir: Path, classes: list[str]) -> None:
-    """``train.txt``/``valid.txt`` (each path ``copies`` times) and a ``data.yaml`` that points at them."""
-    copies = entries["copies"] if "copies" in entries else pd.Series(1, index=entries.index)
-    for split in (TRAIN, VALID):
-        chosen = entries["split"] == split
-        lines = [path for path, k in zip(entries.loc[chosen, "path"], copies[chosen]) for _ in range(int(k))]
-        (out_dir / f"{split}.txt").write_text("".join(f"{line}\n" for line in lines))
-    (out_dir / "data.yaml").write_text(
-        yaml.safe_dump({"train": f"{TRAIN}.txt", "val": f"{VALID}.txt", "names": dict(enumerate(classes))}, sort_keys=False)
-    )
-
-
 def write_mix(result: MixResult, classes: list[str], out_dir: Path) -> dict:
     """List files, data.yaml and the entries manifest; returns counts per source, split and class."""
-    write_lists(result.entries, out_dir, classes)
+    write_data_yaml(out_dir, write_list_files(out_dir, result.entries), classes)
     boxes = np.array([
         np.bincount([b[0] for b in parse_label_file(Path(label), len(classes))], minlength=len(classes))
         if Path(label).is_file() else np.zeros(len(classes), int)
@@ -133,7 +90,7 @@ def write_mix(result: MixResult, classes: list[str], out_dir: Path) -> dict:
     ]).reshape(len(result.entries), len(classes))
     entries = result.entries.assign(**{f"boxes_{name}": boxes[:, i] for i, name in enumerate(classes)})
     (out_dir / "manifests").mkdir(exist_ok=True)
-    entries.to_parquet(out_dir / "manifests" / "entries.parquet", index=False)
+    entries.to_parquet(out_dir / "manifests" / MIX_MANIFEST, index=False)
     return mix_counts(entries, classes)
 
 
@@ -150,7 +107,30 @@ def mix_counts(entries: pd.DataFrame, classes: list[str]) -> dict:
     return {
         "per_split_source": per,
         "train_entries": int(train["entries"].sum()),
-        "valid_entries": int(weighted.loc[weighted["split"] == VALID, "entries"].sum()),
+        "val_entries": int(weighted.loc[weighted["split"] == VAL, "entries"].sum()),
         "domain_share_of_training": round(share, 4),
     }
 
+
+
+def build_mix(base_root: Path, split_root: Path, classes: list[str], params: MixParameters, out_dir: Path) -> BuildReport:
+    """The go2k_v2 mix of the base dataset at ``base_root`` and the go2k split at ``split_root``."""
+    base = list_yolo_dataset(base_root)
+    if base.classes != classes:
+        raise YoloFormatError(
+            f"{base.root / 'data.yaml'} names {base.classes} but the project's classes are {classes}; "
+            "remap the base dataset with a recipe (recipes/) or fix 'classes' in the settings"
+        )
+    domain = pd.read_parquet(Path(split_root) / "manifests" / SPLIT_MANIFEST)
+    result = assemble_mix(base, domain, params)
+    counts = write_mix(result, classes, out_dir)
+    rows = [{"split/source": key, **values} for key, values in counts["per_split_source"].items()]
+    return BuildReport(
+        counts={"train_entries": counts["train_entries"], "val_entries": counts["val_entries"]},
+        details={
+            "mix": Table(rows, ["split/source", "entries", *[f"boxes_{c}" for c in classes]]),
+            "domain_share_of_training": counts["domain_share_of_training"],
+            "unreadable_images_skipped": len(result.unreadable),
+        },
+        warnings=result.warnings,
+    )

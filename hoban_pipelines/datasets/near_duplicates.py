@@ -140,10 +140,6 @@ class Thumbnails:
                                     or self.positions[-1] >= len(self.paths)):
             raise ValueError("positions must be increasing indices into paths")
 
-    @property
-    def skipped_count(self) -> int:
-        return len(self.skipped)
-
 
 def thumbnails(paths: Iterable[str | Path], size: int = THUMBNAIL_SIZE, workers: int | None = None) -> Thumbnails:
     """Decode every image (1/4 scale, grayscale) into a ``size`` x ``size`` thumbnail row."""
@@ -301,12 +297,6 @@ def union_groups(n: int, *edge_lists: Iterable[Sequence]) -> list[int]:
                 parent[max(a, b)] = min(a, b)
     ids: dict[int, int] = {}
     return [ids.setdefault(root(i), len(ids)) for i in range(n)]
-
-
-def duplicate_groups(n: int, pairs: Iterable[Sequence]) -> list[int]:
-    """Group id per item: connected components of the near-duplicate pairs, so that nothing
-    similar can straddle a train/valid split (chains included, unlike :func:`keep_one`)."""
-    return union_groups(n, pairs)
 
 
 # --------------------------------------------------------------------------- frozen frames

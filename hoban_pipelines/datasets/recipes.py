@@ -37,16 +37,12 @@ import yaml
 
 from hoban_pipelines.datasets import near_duplicates as dedup
 from hoban_pipelines.core import pictures as reports
-from hoban_pipelines.labels.cvat_import import label_path, yolo_lines
 from hoban_pipelines.core.lake import link_or_copy
-from hoban_pipelines.datasets.split import grouped_stratified_split, time_groups
-from hoban_pipelines.core.yolo_format import list_yolo_dataset
+from hoban_pipelines.core.report import BuildReport, Picture, Table
+from hoban_pipelines.core.yolo_format import SPLIT_KEYS, label_lines, label_path, list_yolo_dataset, write_data_yaml, write_list_files
+from hoban_pipelines.datasets.grouping import Grouping, leakage_links
+from hoban_pipelines.datasets.split import grouped_stratified_split
 
-SPLIT_NAMES = ("train", "val", "test")
-# Grouping for the split is looser than keep-one dedup: a scene with one worker moved must stay
-# on one side of the split even though it is worth keeping (see dedup's module notes).
-GROUP_SIMILARITY = dedup.DEFAULT_THRESHOLD
-GROUP_SECONDS = 60.0  # frames of one camera this close together are one split group
 SAMPLES_PER_CLASS = 3  # plus as many backgrounds
 SAMPLE_TILE_WIDTH = 480  # px: keeps the PNG small enough to embed in Dagster metadata
 OUTLIER_PICTURES = 9
@@ -55,6 +51,9 @@ MAX_NAMED = 5  # names quoted in one message
 SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # ultralytics finds a label by replacing the LAST "images" folder of the image path with "labels"
 RESERVED_FOLDER = "images"
+
+
+RECIPE_MANIFEST = "images.parquet"  # under manifests/, beside boxes.parquet
 
 
 class RecipeError(ValueError):
@@ -111,7 +110,9 @@ def _is_int(value: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class Recipe:
+class DatasetRecipe:
+    """A ``recipes/*.yaml`` file: how to build one training dataset from labelled sources."""
+
     name: str
     classes: list[str]  # target classes, in YOLO index order
     sources: list[SourceSpec]
@@ -123,6 +124,14 @@ class Recipe:
     splits: dict[str, float] = field(default_factory=lambda: {"train": 0.7, "val": 0.2, "test": 0.1})
     outlier_fraction: float = 0.001  # largest boxes flagged for review, not removed
     seed: int = 0
+    # the split's leakage grouping is looser than keep-one dedup: a scene with one worker moved
+    # must stay on one side of the split even though it is worth keeping (near_duplicates' notes)
+    burst_seconds: float = Grouping.burst_seconds
+    group_similarity: float = Grouping.similarity
+
+    @property
+    def grouping(self) -> Grouping:
+        return Grouping(self.burst_seconds, self.group_similarity)
 
     def __post_init__(self) -> None:
         for field_name, problem in self._problems():
@@ -169,12 +178,16 @@ class Recipe:
             yield "outlier_fraction", f"must be a share in (0, 1], got {self.outlier_fraction!r}"
         if not _is_int(self.seed):
             yield "seed", f"must be a whole number, got {self.seed!r}"
+        if not _is_number(self.burst_seconds) or self.burst_seconds < 0:
+            yield "burst_seconds", f"must be 0 or more seconds, got {self.burst_seconds!r}"
+        if not _is_number(self.group_similarity) or not 0 < self.group_similarity <= 1:
+            yield "group_similarity", f"must be a cosine similarity in (0, 1], got {self.group_similarity!r}"
 
     def _source_problems(self) -> Iterator[tuple[str, str]]:
         if not isinstance(self.sources, list) or not self.sources:
             yield "sources", "must list at least one source"
         if not all(isinstance(spec, SourceSpec) for spec in self.sources):
-            yield "sources", "entries must be SourceSpec (Recipe.from_dict reads plain mappings)"
+            yield "sources", "entries must be SourceSpec (DatasetRecipe.from_dict reads plain mappings)"
         names = [spec.name for spec in self.sources]
         if len(set(names)) != len(names):
             yield "sources", f"source names must be unique, got {names}"
@@ -193,16 +206,16 @@ class Recipe:
         splits = self.splits
         if not isinstance(splits, dict) or not all(_is_number(v) and v >= 0 for v in splits.values()):
             yield "splits", f"must map split names to non-negative fractions, got {splits!r}"
-        unknown = [s for s in splits if s not in SPLIT_NAMES]
+        unknown = [s for s in splits if s not in SPLIT_KEYS]
         if unknown:
-            yield "splits", f"split names must be among {list(SPLIT_NAMES)}, got {unknown}"
+            yield "splits", f"split names must be among {list(SPLIT_KEYS)}, got {unknown}"
         if not splits.get("train") or not splits.get("val"):
             yield "splits", f"train and val need fractions above 0 (ultralytics needs both), got {splits}"
         if abs(sum(splits.values()) - 1) > 1e-6:
             yield "splits", f"fractions must sum to 1, got {sum(splits.values()):g} from {splits}"
 
     @classmethod
-    def from_dict(cls, raw: dict) -> Recipe:
+    def from_dict(cls, raw: dict) -> DatasetRecipe:
         """A recipe from its YAML mapping; unknown or missing keys and bad values are errors naming the field."""
         if not isinstance(raw, dict):
             raise RecipeError(f"a recipe must be a mapping of field: value, got {type(raw).__name__}")
@@ -216,7 +229,7 @@ class Recipe:
         return cls(**{**raw, "sources": _source_specs(raw["sources"])})
 
     @classmethod
-    def load(cls, path: Path | str) -> Recipe:
+    def load(cls, path: Path | str) -> DatasetRecipe:
         """A recipe from a YAML file; every error names the file."""
         path = Path(path)
         try:
@@ -249,21 +262,11 @@ def _source_specs(raw: Any) -> list[SourceSpec]:
     return specs
 
 
-@dataclass
-class BuildReport:
-    counts: dict[str, Any]  # every step's counts
-    warnings: list[str]
-    per_split: dict[str, dict[str, Any]]  # split -> images, backgrounds, boxes per class
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"counts": self.counts, "warnings": self.warnings, "per_split": self.per_split}
-
-
 # --------------------------------------------------------------------------- step 1: remap
 
 
-IMAGE_COLUMNS = ("image", "path", "width", "height", "sha256")
-BOX_COLUMNS = ("image", "cls", "x1", "y1", "x2", "y2", "img_w", "img_h")
+REQUIRED_IMAGE_COLUMNS = ("image", "path", "width", "height", "sha256")
+REQUIRED_BOX_COLUMNS = ("image", "cls", "x1", "y1", "x2", "y2", "img_w", "img_h")
 
 
 def _dataset_image_name(source: str, image: str) -> str:
@@ -282,7 +285,7 @@ def _dataset_image_name(source: str, image: str) -> str:
 
 
 def _check_source(source: SourceData) -> None:
-    for frame, columns, what in ((source.images, IMAGE_COLUMNS, "images"), (source.boxes, BOX_COLUMNS, "boxes")):
+    for frame, columns, what in ((source.images, REQUIRED_IMAGE_COLUMNS, "images"), (source.boxes, REQUIRED_BOX_COLUMNS, "boxes")):
         missing = [c for c in columns if c not in frame.columns]
         if missing:
             raise RecipeError(f"source {source.name!r}: the {what} manifest lacks columns {missing}")
@@ -330,7 +333,7 @@ def _class_mapping(spec: SourceSpec, source: SourceData, targets: list[str]) -> 
     return mapping
 
 
-def _remap_sources(sources: list[SourceData], recipe: Recipe, warnings: list[str]):
+def _remap_sources(sources: list[SourceData], recipe: DatasetRecipe, warnings: list[str]):
     """Step 1: one images frame and one boxes frame over all sources, in the recipe's classes."""
     by_name: dict[str, SourceData] = {}
     for source in sources:
@@ -366,7 +369,7 @@ def _remap_sources(sources: list[SourceData], recipe: Recipe, warnings: list[str
         images["source_boxes"] = images["source_image"].map(box_counts).fillna(0).astype(int)
         target = source.boxes["cls"].map(dict(enumerate(mapping)))
         dropped = source.boxes.loc[target.isna(), "cls"].map(dict(enumerate(source.classes))).value_counts()
-        kept = source.boxes.loc[target.notna(), list(BOX_COLUMNS)].assign(
+        kept = source.boxes.loc[target.notna(), list(REQUIRED_BOX_COLUMNS)].assign(
             source=spec.name, cls=target[target.notna()].astype(int),
             image=lambda frame: frame["image"].astype(str).map(names),
         )
@@ -392,7 +395,7 @@ def _remap_sources(sources: list[SourceData], recipe: Recipe, warnings: list[str
 # --------------------------------------------------------------------------- step 2: area filter
 
 
-def _area_filter(images: pd.DataFrame, boxes: pd.DataFrame, recipe: Recipe, warnings: list[str]):
+def _area_filter(images: pd.DataFrame, boxes: pd.DataFrame, recipe: DatasetRecipe, warnings: list[str]):
     """Step 2: boxes below their class's minimum area removed; images left without boxes dropped."""
     area = (boxes["x2"] - boxes["x1"]) * (boxes["y2"] - boxes["y1"])
     boxes = boxes.assign(area_pct=100 * area / (boxes["img_w"] * boxes["img_h"]))
@@ -435,7 +438,7 @@ def _per_image_boxes(images: pd.DataFrame, boxes: pd.DataFrame, n_classes: int) 
     return matrix
 
 
-def _dedup(pool: pd.DataFrame, n_boxes: np.ndarray, recipe: Recipe, warnings: list[str]):
+def _dedup(pool: pd.DataFrame, n_boxes: np.ndarray, recipe: DatasetRecipe, warnings: list[str]):
     """Step 4: keep mask over the pool, and the near-duplicate pairs that group images for the split."""
     thumbs = dedup.thumbnails(pool["source_path"])
     readable = np.zeros(len(pool), dtype=bool)
@@ -443,7 +446,7 @@ def _dedup(pool: pd.DataFrame, n_boxes: np.ndarray, recipe: Recipe, warnings: li
     if thumbs.skipped:
         listed = "; ".join(f"{p} ({reason})" for p, reason in thumbs.skipped[:MAX_NAMED])
         warnings.append(f"{len(thumbs.skipped)} images could not be read and are left out: {listed}")
-    threshold = min(GROUP_SIMILARITY, recipe.dedup_threshold or GROUP_SIMILARITY)
+    threshold = min(recipe.group_similarity, recipe.dedup_threshold or recipe.group_similarity)
     # frames of one fixed camera all look alike to a thumbnail: never pair them (grouped by time instead)
     similar = dedup.near_duplicate_pairs(thumbs, threshold, cameras=pool["camera"].tolist())
     order = np.lexsort((np.arange(len(pool)), -n_boxes))  # the copy with most boxes is kept
@@ -465,18 +468,18 @@ def _dedup(pool: pd.DataFrame, n_boxes: np.ndarray, recipe: Recipe, warnings: li
         "near_duplicates_removed": int((~kept_unique).sum()),
         "threshold": recipe.dedup_threshold,
     }
-    return keep & readable, [p for p in similar if p[2] >= GROUP_SIMILARITY], counts
+    return keep & readable, similar, counts
 
 
 # --------------------------------------------------------------------------- steps 5-7: selection
 
 
-def _rng(recipe: Recipe, step: int) -> np.random.Generator:
+def _rng(recipe: DatasetRecipe, step: int) -> np.random.Generator:
     """One stream per step, so changing one step's inputs does not reshuffle the others."""
     return np.random.default_rng([recipe.seed, step])
 
 
-def _select_by_quota(per_image: np.ndarray, recipe: Recipe, warnings: list[str]) -> np.ndarray:
+def _select_by_quota(per_image: np.ndarray, recipe: DatasetRecipe, warnings: list[str]) -> np.ndarray:
     """Step 5: positions of the positive images taken, visiting them in a seeded order."""
     if recipe.box_quota is None:
         return np.arange(len(per_image))
@@ -497,7 +500,7 @@ def _select_by_quota(per_image: np.ndarray, recipe: Recipe, warnings: list[str])
     return np.sort(np.array(chosen, dtype=np.int64))
 
 
-def _background_count(n_positives: int, available: int, recipe: Recipe, warnings: list[str]) -> tuple[int, int]:
+def _background_count(n_positives: int, available: int, recipe: DatasetRecipe, warnings: list[str]) -> tuple[int, int]:
     """Step 6: (wanted, taken) backgrounds for a final set of positives plus backgrounds."""
     share = recipe.background_share
     total = n_positives / (1 - share)
@@ -521,7 +524,7 @@ def _largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
     return whole
 
 
-def _cap_positives(per_image: np.ndarray, keep: int, recipe: Recipe) -> np.ndarray:
+def _cap_positives(per_image: np.ndarray, keep: int, recipe: DatasetRecipe) -> np.ndarray:
     """Step 7: positions of ``keep`` positive images, stratified by each image's rarest class
     so that the classes keep their proportions (the rare class is not diluted by chance)."""
     if keep >= len(per_image):
@@ -539,7 +542,7 @@ def _cap_positives(per_image: np.ndarray, keep: int, recipe: Recipe) -> np.ndarr
 # --------------------------------------------------------------------------- steps 8-9
 
 
-def _outliers(boxes: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
+def _outliers(boxes: pd.DataFrame, recipe: DatasetRecipe) -> pd.DataFrame:
     """Step 8: the largest boxes by share of the image area, at least one if there are boxes."""
     if boxes.empty:
         return boxes.iloc[:0]
@@ -547,10 +550,10 @@ def _outliers(boxes: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
     return boxes.sort_values("area_pct", ascending=False, kind="stable").head(count)
 
 
-def _split(final: pd.DataFrame, boxes: pd.DataFrame, pairs: list[tuple[int, int, float]], recipe: Recipe):
-    """Step 9: split names and group ids; ``pairs`` index ``final`` rows."""
-    edges = time_groups(final["camera"], final["timestamp"], GROUP_SECONDS)
-    groups = np.array(dedup.union_groups(len(final), pairs, edges))
+def _split(final: pd.DataFrame, boxes: pd.DataFrame, pairs: list[tuple[int, int, float]], recipe: DatasetRecipe):
+    """Step 9: split names and group ids; ``pairs`` (near-duplicates found by dedup) index ``final`` rows."""
+    links = leakage_links(final["source_path"], final["camera"], final["timestamp"], recipe.grouping, similar=pairs)
+    groups = links.groups(len(final))
     # backgrounds count as one box of an extra class, so every split gets its share of them
     background_marks = pd.DataFrame({"image": final.loc[final["background"], "image"], "cls": len(recipe.classes)})
     stratify_by = pd.concat([boxes[["image", "cls"]], background_marks], ignore_index=True)
@@ -562,28 +565,24 @@ def _split(final: pd.DataFrame, boxes: pd.DataFrame, pairs: list[tuple[int, int,
 
 
 def _write(out_dir: Path, final: pd.DataFrame, boxes: pd.DataFrame, removed: pd.DataFrame,
-           outliers: pd.DataFrame, recipe: Recipe) -> dict[str, int]:
+           outliers: pd.DataFrame, recipe: DatasetRecipe) -> dict[str, int]:
     linked = 0
     for source_path, path in zip(final["source_path"], final["path"]):
         linked += link_or_copy(Path(source_path), out_dir / path)
     by_image = dict(tuple(boxes.groupby("image", sort=False)))
     for image, label in zip(final["image"], final["label_path"]):
-        lines = yolo_lines(by_image[image]) if image in by_image else []
+        lines = label_lines(by_image[image]) if image in by_image else []
         target = out_dir / label
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     # "./" lines resolve against the list file's folder (ultralytics and yolo.py alike), so the
     # build stays valid after the staging folder is renamed into place
-    splits = [split for split, fraction in recipe.splits.items() if fraction > 0]
-    for split in splits:
-        paths = sorted(final.loc[final["split"] == split, "path"])
-        (out_dir / f"{split}.txt").write_text("".join(f"./{p}\n" for p in paths), encoding="utf-8")
-    # no 'path' key: ultralytics then takes the data.yaml's own folder as the dataset root
-    data = {**{split: f"{split}.txt" for split in splits}, "names": dict(enumerate(recipe.classes))}
-    (out_dir / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    splits = tuple(split for split, fraction in recipe.splits.items() if fraction > 0)
+    listed = final.sort_values("path").assign(path=lambda frame: "./" + frame["path"])
+    write_data_yaml(out_dir, write_list_files(out_dir, listed, splits), recipe.classes)
     manifests = out_dir / "manifests"
     manifests.mkdir(parents=True, exist_ok=True)
-    final.drop(columns=["source_path", "source_boxes"]).to_parquet(manifests / "images.parquet", index=False)
+    final.drop(columns=["source_path", "source_boxes"]).to_parquet(manifests / RECIPE_MANIFEST, index=False)
     boxes.to_parquet(manifests / "boxes.parquet", index=False)
     outliers.to_parquet(out_dir / "outliers.parquet", index=False)
     _pictures(out_dir, final, boxes, removed, outliers, recipe)
@@ -591,7 +590,7 @@ def _write(out_dir: Path, final: pd.DataFrame, boxes: pd.DataFrame, removed: pd.
 
 
 def _pictures(out_dir: Path, final: pd.DataFrame, boxes: pd.DataFrame, removed: pd.DataFrame,
-              outliers: pd.DataFrame, recipe: Recipe) -> None:
+              outliers: pd.DataFrame, recipe: DatasetRecipe) -> None:
     plots = out_dir / "plots"
     reports.box_size_histogram(boxes, recipe.classes, plots / "box_sizes.png", f"box heights in {recipe.name}")
     rng = _rng(recipe, 10)
@@ -628,7 +627,7 @@ def _per_split(final: pd.DataFrame, classes: list[str], splits: list[str]) -> di
 # --------------------------------------------------------------------------- the build
 
 
-def _select(images: pd.DataFrame, per_image: np.ndarray, keep: np.ndarray, recipe: Recipe,
+def _select(images: pd.DataFrame, per_image: np.ndarray, keep: np.ndarray, recipe: DatasetRecipe,
             counts: dict[str, Any], warnings: list[str]) -> np.ndarray:
     """Steps 5-7: pool rows of the chosen positives and backgrounds."""
     background = images["background"].to_numpy()
@@ -669,7 +668,7 @@ def _with_yolo_geometry(boxes: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def build_recipe(sources: list[SourceData], recipe: Recipe, out_dir: Path) -> BuildReport:
+def build_recipe(sources: list[SourceData], recipe: DatasetRecipe, out_dir: Path) -> BuildReport:
     """Build ``recipe`` from ``sources`` into ``out_dir`` (an empty folder the caller publishes)."""
     out_dir = Path(out_dir)
     warnings: list[str] = []
@@ -723,8 +722,19 @@ def build_recipe(sources: list[SourceData], recipe: Recipe, out_dir: Path) -> Bu
     counts["write"] = _write(out_dir, final, final_boxes, removed_from_final, outliers, recipe)
     counts["final"] = {"images": len(final), "backgrounds": int(final["background"].sum()),
                        "boxes": {c: int(final[f"boxes_{c}"].sum()) for c in recipe.classes}}
-    report = BuildReport(counts=counts, warnings=warnings, per_split=per_split)
-    (out_dir / "report.json").write_text(
-        json.dumps({"recipe": asdict(recipe), **report.as_dict()}, indent=2, default=str), encoding="utf-8"
+    (out_dir / "report.json").write_text(json.dumps(
+        {"recipe": asdict(recipe), "counts": counts, "warnings": warnings, "per_split": per_split}, indent=2, default=str,
+    ), encoding="utf-8")
+    rows = [{"split": split, "images": row["images"], "backgrounds": row["backgrounds"],
+             **{f"boxes_{c}": n for c, n in row["boxes"].items()}} for split, row in per_split.items()]
+    return BuildReport(
+        counts={f"{split}_images": row["images"] for split, row in per_split.items()},
+        details={
+            "splits": Table(rows, ["split", "images", "backgrounds", *[f"boxes_{c}" for c in recipe.classes]]),
+            "steps": counts,
+            "box_sizes": Picture("plots/box_sizes.png", "box heights"),
+            "samples": Picture("plots/samples.png", "samples"),
+            "outliers": Picture("plots/outliers.png", "largest boxes, flagged for review"),
+        },
+        warnings=warnings,
     )
-    return report

@@ -1,4 +1,4 @@
-"""Leakage-free, class-stratified splits.
+"""Leakage-free, class-stratified splits, and go2k_split: a labelled set split into train and val.
 
 Images are split by *group*, never one by one: a group holds images that must not straddle a
 split (near-duplicates, frames of one camera seconds apart), so a model is never validated on
@@ -11,8 +11,16 @@ allows it. Deterministic for a given seed.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pandas as pd
+
+from hoban_pipelines.core.report import BuildReport, Table
+from hoban_pipelines.core.yolo_format import TRAIN, VAL, write_data_yaml, write_list_files
+from hoban_pipelines.datasets.grouping import Grouping, leakage_links
 
 
 class SplitError(ValueError):
@@ -22,18 +30,6 @@ class SplitError(ValueError):
 def _check_fractions(fractions: dict[str, float]) -> None:
     if not fractions or any(f < 0 for f in fractions.values()) or abs(sum(fractions.values()) - 1) > 1e-6:
         raise SplitError(f"split fractions {fractions} must be non-negative and sum to 1")
-
-
-def time_groups(cameras: pd.Series, timestamps: pd.Series, within_seconds: float) -> list[tuple[int, int]]:
-    """Edges between consecutive frames of one camera taken at most ``within_seconds`` apart."""
-    frame = pd.DataFrame({"camera": cameras.to_numpy(), "t": pd.to_datetime(timestamps).to_numpy()})
-    frame["row"] = np.arange(len(frame))
-    frame = frame.dropna(subset=["t"]).sort_values(["camera", "t"])
-    same_camera = frame["camera"].eq(frame["camera"].shift())
-    close = (frame["t"] - frame["t"].shift()).dt.total_seconds().le(within_seconds)
-    rows = frame["row"].to_numpy()
-    hits = np.flatnonzero((same_camera & close).to_numpy())
-    return [(int(rows[i - 1]), int(rows[i])) for i in hits]
 
 
 def grouped_stratified_split(
@@ -89,3 +85,64 @@ def _make_every_class_present(assignment: np.ndarray, per_group: np.ndarray, n_c
             if donors:
                 smallest = min(donors, key=lambda g: (per_group[g, 0], g))
                 assignment[smallest] = split
+
+
+@dataclass(frozen=True)
+class SplitParameters:
+    """How go2k_split splits a labelled set; the grouping decides what may not straddle it."""
+
+    val_fraction: float = 0.2
+    seed: int = 0
+    grouping: Grouping = field(default_factory=Grouping)
+
+    def as_params(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def split_images(images: pd.DataFrame, boxes: pd.DataFrame, root: Path, n_classes: int, params: SplitParameters) -> pd.DataFrame:
+    """The labelled set's images with ``split`` (train/val) and ``group`` columns.
+
+    ``images`` has image, path (relative to ``root``), camera, timestamp; ``boxes`` image, cls.
+    """
+    links = leakage_links([root / p for p in images["path"]], images["camera"], images["timestamp"], params.grouping)
+    groups = links.groups(len(images))
+    split = grouped_stratified_split(
+        images, boxes, groups, {TRAIN: 1 - params.val_fraction, VAL: params.val_fraction}, n_classes, params.seed
+    )
+    return images.assign(split=split.to_numpy(), group=groups)
+
+
+def with_box_counts(images: pd.DataFrame, boxes: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """``images`` with a ``boxes_<class>`` column per class (from ``boxes``: image, cls)."""
+    per = boxes.groupby(["image", "cls"]).size().unstack(fill_value=0)
+    return images.assign(**{
+        f"boxes_{name}": images["image"].map(per[i] if i in per else {}).fillna(0).astype(int).to_numpy()
+        for i, name in enumerate(classes)
+    })
+
+
+SPLIT_MANIFEST = "split.parquet"
+
+
+def build_split(labelled: Path, classes: list[str], params: SplitParameters, out_dir: Path) -> BuildReport:
+    """go2k_split of the labelled set at ``labelled`` (its ``manifests/``) into ``out_dir``: list
+    files of absolute image paths, ``data.yaml`` and ``manifests/split.parquet``."""
+    labelled = Path(labelled)
+    images = pd.read_parquet(labelled / "manifests" / "images.parquet")
+    boxes = pd.read_parquet(labelled / "manifests" / "boxes.parquet")
+    split = with_box_counts(split_images(images, boxes, labelled, len(classes), params), boxes, classes)
+    entries = split.assign(path=[str(labelled / p) for p in split["path"]],
+                           label_path=[str(labelled / p) for p in split["label_path"]])
+    write_data_yaml(out_dir, write_list_files(out_dir, entries), classes)
+    (out_dir / "manifests").mkdir()
+    entries.to_parquet(out_dir / "manifests" / SPLIT_MANIFEST, index=False)
+    rows = [
+        {"split": name, "images": len(group), "groups": int(group["group"].nunique()),
+         **{f"boxes_{c}": int(group[f"boxes_{c}"].sum()) for c in classes}}
+        for name, group in entries.groupby("split")
+    ]
+    return BuildReport(
+        counts={f"{row['split']}_images": row["images"] for row in rows},
+        details={"splits": Table(rows, ["split", "images", "groups", *[f"boxes_{c}" for c in classes]]),
+                 "groups": int(split["group"].nunique())},
+    )

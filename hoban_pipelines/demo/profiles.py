@@ -28,39 +28,18 @@ class SiteProfile:
 
 
 PROFILES: dict[str, SiteProfile] = {
-    # `make demo`: the whole downstream pipeline, YOLO training included, fits in ~15 min
-    # on 2 CPU cores.
+    # `make demo`: the whole downstream pipeline, YOLO training included, fits in ~15 min on 2 CPU cores.
     "demo": SiteProfile(
-        name="demo",
-        snapshots_per_camera=116,
-        labelled_per_camera=60,
-        labelled_near_duplicate_groups=2,
-        unlabelled_near_duplicate_groups=4,
-        cross_part_duplicates=4,
-        base_train_images=300,
-        base_val_images=60,
-        captures_per_camera_per_day=150,
-        frozen_runs_per_camera_per_day=3,
-        lunch_captures_per_camera_per_day=8,
-        bursts_per_camera_per_day=4,
-        snapshot_matches_per_camera_per_day=2,
-    ),
+        "demo", snapshots_per_camera=116, labelled_per_camera=60, labelled_near_duplicate_groups=2,
+        unlabelled_near_duplicate_groups=4, cross_part_duplicates=4, base_train_images=300, base_val_images=60,
+        captures_per_camera_per_day=150, frozen_runs_per_camera_per_day=3, lunch_captures_per_camera_per_day=8,
+        bursts_per_camera_per_day=4, snapshot_matches_per_camera_per_day=2),
     # Tests: generation in a few seconds.
     "small": SiteProfile(
-        name="small",
-        snapshots_per_camera=12,
-        labelled_per_camera=8,
-        labelled_near_duplicate_groups=1,
-        unlabelled_near_duplicate_groups=1,
-        cross_part_duplicates=2,
-        base_train_images=30,
-        base_val_images=8,
-        captures_per_camera_per_day=15,
-        frozen_runs_per_camera_per_day=1,
-        lunch_captures_per_camera_per_day=3,
-        bursts_per_camera_per_day=1,
-        snapshot_matches_per_camera_per_day=1,
-    ),
+        "small", snapshots_per_camera=12, labelled_per_camera=8, labelled_near_duplicate_groups=1,
+        unlabelled_near_duplicate_groups=1, cross_part_duplicates=2, base_train_images=30, base_val_images=8,
+        captures_per_camera_per_day=15, frozen_runs_per_camera_per_day=1, lunch_captures_per_camera_per_day=3,
+        bursts_per_camera_per_day=1, snapshot_matches_per_camera_per_day=1),
 }
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 from PIL import Image
 
 from hoban_pipelines.labels import cleaning
@@ -28,10 +27,12 @@ from hoban_pipelines.labels.cleaning import CleaningRule
 from hoban_pipelines.cvat.reader import IMAGES_PREFIX, CvatFormatError, read_export
 from hoban_pipelines.labels.label_map import LabelMap
 from hoban_pipelines.core.lake import file_sha256, link_or_copy
+from hoban_pipelines.core.report import BuildReport, Picture, Table
+from hoban_pipelines.core.yolo_format import TRAIN, VAL, label_lines, label_path, write_data_yaml
 
 # <camera>_<YYYYmmdd_HHMMSS> anywhere in the file name, as the team's recorders write it
 CAMERA_STAMP = re.compile(r"(?P<camera>[A-Za-z0-9-]+)_(?P<stamp>\d{8}_\d{6})")
-BOX_COLUMNS = ["image", "part", "label", "cls", "x1", "y1", "x2", "y2", "img_w", "img_h", "shape", "camera", "timestamp"]
+CVAT_BOX_COLUMNS = ["image", "part", "label", "cls", "x1", "y1", "x2", "y2", "img_w", "img_h", "shape", "camera", "timestamp"]
 
 
 class DatasetError(ValueError):
@@ -61,10 +62,11 @@ class ImportReport:
 @dataclass
 class ImportedParts:
     images: pd.DataFrame  # one row per unique image name
-    boxes: pd.DataFrame  # BOX_COLUMNS, only the winning part's boxes per image, cleaned
+    boxes: pd.DataFrame  # CVAT_BOX_COLUMNS, only the winning part's boxes per image, cleaned
     removed: pd.DataFrame  # boxes the cleaning rule removed, from every part
     report: ImportReport
     zips: dict[str, tuple[Path, frozenset[str]]]  # part -> (export zip, image names it carries)
+    cvat_names: dict[str, str] = field(default_factory=dict)  # image -> CVAT's name, where they differ
 
 
 def camera_and_time(name: str) -> tuple[str, pd.Timestamp | None]:
@@ -98,6 +100,7 @@ def read_parts(files: list[Path], label_map: LabelMap, rule: CleaningRule) -> Im
         raise DatasetError("no CVAT exports given: put one XML or export .zip per labelling part in the folder")
     report = ImportReport()
     sizes: dict[str, dict[str, tuple[int, int]]] = {}  # image name -> {part: (width, height)}
+    cvat_names: dict[str, str] = {}
     rows: list[tuple] = []
     zips: dict[str, tuple[Path, frozenset[str]]] = {}
     for path in sorted(files, key=lambda p: p.name):
@@ -111,8 +114,12 @@ def read_parts(files: list[Path], label_map: LabelMap, rule: CleaningRule) -> Im
         boxes_by_class = dict.fromkeys(label_map.classes, 0)
         ignored = 0
         for image in export.images:
-            _check_relative(image.name, path)
-            sizes.setdefault(image.name, {})[part] = (image.width, image.height)
+            # A project export repeats names across subsets and writes images/<subset>/<name>.
+            name = f"{image.subset}/{image.name}" if image.subset else image.name
+            _check_relative(name, path)
+            sizes.setdefault(name, {})[part] = (image.width, image.height)
+            if name != image.name:
+                cvat_names[name] = image.name
             camera, stamp = camera_and_time(image.name)
             for box in image.boxes:
                 cls = label_map.class_of(box.label, box.attributes)
@@ -120,7 +127,7 @@ def read_parts(files: list[Path], label_map: LabelMap, rule: CleaningRule) -> Im
                     ignored += 1
                     continue
                 boxes_by_class[label_map.classes[cls]] += 1
-                rows.append((image.name, part, box.label, cls, *box.xyxy, image.width, image.height, box.shape, camera, stamp))
+                rows.append((name, part, box.label, cls, *box.xyxy, image.width, image.height, box.shape, camera, stamp))
         report.parts[part] = {
             "file": str(path),
             "images": len(export.images),
@@ -131,7 +138,7 @@ def read_parts(files: list[Path], label_map: LabelMap, rule: CleaningRule) -> Im
             "clipped": export.clipped,
             "dropped_empty": export.dropped_empty,
         }
-    all_boxes = pd.DataFrame(rows, columns=BOX_COLUMNS)
+    all_boxes = pd.DataFrame(rows, columns=CVAT_BOX_COLUMNS)
     all_boxes["timestamp"] = pd.to_datetime(all_boxes["timestamp"])
     kept, removed, report.would_remove = cleaning.apply(all_boxes, rule)
     report.removed = len(removed)
@@ -150,14 +157,14 @@ def read_parts(files: list[Path], label_map: LabelMap, rule: CleaningRule) -> Im
                  "boxes_per_part": {part: len(frame) for part, frame in labels.items()}}
             )
         winners.append(labels[winner])
-        camera, stamp = camera_and_time(name)
+        camera, stamp = camera_and_time(cvat_names.get(name, name))
         width, height = parts[winner]
         image_rows.append({"image": name, "parts": ",".join(sorted(parts)), "source_part": winner,
                            "width": width, "height": height, "camera": camera, "timestamp": stamp})
     images = pd.DataFrame(image_rows)
     images["timestamp"] = pd.to_datetime(images["timestamp"])
     boxes = pd.concat(winners, ignore_index=True) if winners else empty
-    return ImportedParts(images=images, boxes=boxes, removed=removed, report=report, zips=zips)
+    return ImportedParts(images=images, boxes=boxes, removed=removed, report=report, zips=zips, cvat_names=cvat_names)
 
 
 def _image_source(name: str, part: str, parts: ImportedParts, image_root: Path | None) -> tuple[Path, str | None]:
@@ -166,6 +173,8 @@ def _image_source(name: str, part: str, parts: ImportedParts, image_root: Path |
     if name in carried:  # the reader has already refused members that escape the folder
         return zip_path, IMAGES_PREFIX + name
     source = image_root / name if image_root else None
+    if source is not None and not source.is_file() and name in parts.cvat_names:
+        source = image_root / parts.cvat_names[name]  # a project's image outside its zip
     if source is None or not source.is_file():
         where = f"under {image_root}" if image_root else "anywhere (no image folder given)"
         raise DatasetError(
@@ -187,18 +196,6 @@ def _place_image(source: Path, member: str | None, dest: Path, report: ImportRep
         report.linked += 1
     else:
         report.copied += 1
-
-
-def yolo_lines(boxes: pd.DataFrame) -> list[str]:
-    cx = (boxes["x1"] + boxes["x2"]) / 2 / boxes["img_w"]
-    cy = (boxes["y1"] + boxes["y2"]) / 2 / boxes["img_h"]
-    w = (boxes["x2"] - boxes["x1"]) / boxes["img_w"]
-    h = (boxes["y2"] - boxes["y1"]) / boxes["img_h"]
-    return [f"{int(c)} {a:.6f} {b:.6f} {d:.6f} {e:.6f}" for c, a, b, d, e in zip(boxes["cls"], cx, cy, w, h)]
-
-
-def label_path(name: str) -> str:
-    return str(Path("labels") / Path(name).with_suffix(".txt"))
 
 
 def build_dataset(
@@ -234,7 +231,7 @@ def build_dataset(
     for name, label in zip(images["image"], images["label_path"]):
         target = out_dir / label
         target.parent.mkdir(parents=True, exist_ok=True)
-        lines = yolo_lines(by_image[name]) if name in by_image else []
+        lines = label_lines(by_image[name]) if name in by_image else []
         target.write_text("".join(line + "\n" for line in lines))
     boxes = kept.assign(
         cx=(kept["x1"] + kept["x2"]) / 2 / kept["img_w"],
@@ -248,13 +245,7 @@ def build_dataset(
     images.to_parquet(manifests / "images.parquet", index=False)
     boxes.to_parquet(manifests / "boxes.parquet", index=False)
     removed.to_parquet(manifests / "removed_boxes.parquet", index=False)
-    (out_dir / "data.yaml").write_text(
-        yaml.safe_dump(
-            # no 'path': ultralytics then resolves train/val against this file's folder
-            {"train": "images", "val": "images", "names": dict(enumerate(label_map.classes))},
-            sort_keys=False,
-        )
-    )
+    write_data_yaml(out_dir, {TRAIN: "images", VAL: "images"}, label_map.classes)
     (out_dir / "report.json").write_text(json.dumps(report.as_dict(), indent=2, sort_keys=True, default=str))
     _pictures(out_dir, images, boxes, removed, label_map.classes, samples)
     return images, boxes, report
@@ -275,6 +266,40 @@ def _pictures(out_dir: Path, images: pd.DataFrame, boxes: pd.DataFrame, removed:
     )
 
 
+def build_labelled_set(
+    files: list[Path], out_dir: Path, *, label_map: LabelMap, rule: CleaningRule, image_root: Path | None, samples: int = 6,
+) -> BuildReport:
+    """:func:`build_dataset`, reported: counts per class, the parts, cleaning, conflicts, pictures."""
+    images, boxes, report = build_dataset(files, out_dir, label_map=label_map, rule=rule, image_root=image_root,
+                                          samples=samples)
+    classes = label_map.classes
+    per_class = boxes["cls"].value_counts().reindex(range(len(classes)), fill_value=0)
+    parts = [
+        {"part": part, "images": info["images"], "with boxes": info["images_with_boxes"], **info["boxes_by_class"]}
+        for part, info in report.parts.items()
+    ]
+    return BuildReport(
+        counts={
+            "images": len(images),
+            "negatives": int((~images["image"].isin(boxes["image"])).sum()),
+            "boxes": len(boxes),
+            "removed_by_cleaning": report.removed,
+            **{f"boxes_{name}": int(per_class.iloc[i]) for i, name in enumerate(classes)},
+        },
+        details={
+            "parts": Table(parts, ["part", "images", "with boxes", *classes]),
+            "classes": dict(enumerate(classes)),
+            "cleaning": {"rule": rule.rule, "removed": report.removed, "would_remove_by_rule": report.would_remove},
+            "conflicts": report.conflicts,
+            "images_linked": report.linked,
+            "images_copied": report.copied,
+            "box_sizes": Picture("plots/box_sizes.png", "box sizes"),
+            "samples": Picture("plots/samples.png", "samples"),
+        },
+        warnings=[f"conflicting labels for {c['image']} in parts {c['parts']}; kept {c['kept']}" for c in report.conflicts],
+    )
+
+
 def export_files(folder: Path) -> list[Path]:
     """The CVAT exports in a drop folder: XML and .zip files, hidden files ignored."""
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in (".xml", ".zip"))
@@ -283,4 +308,4 @@ def export_files(folder: Path) -> list[Path]:
     return files
 
 
-__all__ = ["CvatFormatError", "DatasetError", "build_dataset", "export_files", "read_parts", "camera_and_time"]
+__all__ = ["CvatFormatError", "DatasetError", "build_dataset", "build_labelled_set", "export_files", "read_parts", "camera_and_time"]

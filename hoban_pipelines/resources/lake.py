@@ -49,7 +49,7 @@ class LakeHandleIOManager(dg.ConfigurableIOManager):
         name = key.to_user_string() + (f" partition {partition}" if partition else "")
         if not record.is_file():
             raise LakeError(f"{name} has no materialization in {_home(self.home)} ({record} missing): materialize it first")
-        handle = LakeHandle.from_json(record.read_text())
+        handle = LakeHandle.from_json(record.read_text(), str(record))
         if not handle.resolve(_home(self.home)).is_dir():
             raise LakeError(
                 f"{name} version {handle.version} is missing from the lake "

@@ -1,13 +1,13 @@
 """The training subprocess: ``python -m hoban_pipelines.training.child``.
 
 Dagster's ``PipesSubprocessClient`` starts it with the job in ``context.extras`` (the keys of
-``training.TrainJob``). It streams every epoch's losses and metrics back as log lines and
-custom messages, and ends with one asset materialization whose data version is the sha256 of
-best.pt. A retry after a killed attempt resumes from ``run_dir/weights/last.pt``.
+``training.job.TrainJob``). It streams every epoch's losses and metrics back as log lines and
+custom messages, and ends with ``run_dir/summary.json`` (metrics, pictures, hashes), which the
+asset publishes with the weights. A retry after a killed attempt resumes from
+``run_dir/weights/last.pt``.
 
 Without Dagster, ``--job job.json`` names the job and progress goes to stderr (dagster-pipes
-warns that it is not orchestrated and its calls become no-ops); the summary is written to
-``run_dir/summary.json`` either way.
+warns that it is not orchestrated and its calls become no-ops).
 """
 
 from __future__ import annotations
@@ -17,38 +17,34 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 # before ultralytics is imported: it reads this once, and nothing here may reach the internet
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from dagster_pipes import PipesContext, open_dagster_pipes  # noqa: E402
 
-from hoban_pipelines.core.pictures import markdown_table, png_markdown  # noqa: E402
+from hoban_pipelines.core.yolo_format import YoloFormatError, read_class_names  # noqa: E402
 from hoban_pipelines.training.job import (  # noqa: E402
+    EVAL_DIR,
+    LAST_WEIGHTS,
+    SUMMARY_FILE,
+    VIEW_DIR,
     RunState,
-    TrainingError,
     TrainJob,
-    TrainSummary,
     check_classes,
     cpu_threads,
-    demo_samples,
-    evaluation_imgsz,
-    for_profile,
     load_checkpoint,
     offline_amp_check,
     record_job,
     resolve_device,
     run_state,
-    summarize_run,
     train_args,
 )
+from hoban_pipelines.training.profiles import evaluation_imgsz, for_profile  # noqa: E402
+from hoban_pipelines.training.recipes import TrainingError  # noqa: E402
+from hoban_pipelines.training.summary import METRIC_COLUMNS, METRIC_LABELS, TrainSummary, summarize_run  # noqa: E402
 from hoban_pipelines.training.view import TrainingDataError, build_training_view, longest_side  # noqa: E402
-from hoban_pipelines.core.yolo_format import YoloFormatError, read_class_names  # noqa: E402
-
-SUMMARY_FILE = "summary.json"
-VIEW_DIR = "data"  # the training view (whole images or tiles) inside the run folder
-EVAL_DIR = "eval"  # the evaluation set's view
 
 
 class EpochReporter:
@@ -71,12 +67,7 @@ class EpochReporter:
             "epochs": trainer.epochs,
             "seconds": round(float(trainer.epoch_time or 0.0), 1),
             **{key: round(float(value), 5) for key, value in losses.items()},
-            **{key: round(float(metrics.get(column, 0.0)), 5) for key, column in (
-                ("precision", "metrics/precision(B)"),
-                ("recall", "metrics/recall(B)"),
-                ("mAP50", "metrics/mAP50(B)"),
-                ("mAP50-95", "metrics/mAP50-95(B)"),
-            )},
+            **{METRIC_LABELS[key]: round(float(metrics.get(column, 0.0)), 5) for key, column in METRIC_COLUMNS.items()},
         }
         loss_text = " ".join(f"{key.split('/', 1)[1]} {value:.3f}" for key, value in message.items() if "/" in key)
         self.log(
@@ -109,23 +100,18 @@ def train(job: TrainJob, context: PipesContext, log: Callable[[str], None]) -> T
         base = load_checkpoint(job.model)
         if check_classes(base.classes, classes, job.remap):
             log(f"re-heading {base.path} from classes {base.classes} to {classes}")
-    sized = for_profile(job.recipe, job.profile, device=device)
-    # a finetune in the demo profile sees its share of samples, if need be less than an epoch
-    budget = demo_samples(job.recipe, device) if job.profile == "demo" and from_checkpoint else 0
+    size = for_profile(job.recipe, job.profile, device=device, finetune=from_checkpoint)
     try:
         view = build_training_view(
-            job.data_yaml, run_dir / VIEW_DIR, tile=sized.tile, tile_over=sized.tile_over,
-            background_tiles=sized.background_tiles, max_train_entries=budget,
+            job.data_yaml, run_dir / VIEW_DIR, tile=size.recipe.tile, tile_over=size.recipe.tile_over,
+            background_tiles=size.recipe.background_tiles, max_train_entries=size.sample_budget,
         )
         evaluation = build_training_view(job.eval_data, run_dir / EVAL_DIR, splits=("val",)) if job.eval_data else view
     except TrainingDataError as exc:
         raise TrainingError(str(exc)) from None
-    # finetunes share the demo's sample budget; training from scratch needs all its epochs
-    recipe = for_profile(
-        job.recipe, job.profile, train_images=view.entries["train"] if from_checkpoint else None, device=device,
-    )
-    eval_imgsz = evaluation_imgsz(recipe, longest_side(evaluation.data_yaml))
     entries = view.entries["train"]
+    recipe = size.trained_on(entries)
+    eval_imgsz = evaluation_imgsz(recipe, longest_side(evaluation.data_yaml))
     sample = (f" (a fixed sample of the {entries + view.sampled_out['train']}: the {job.profile} profile's budget)"
               if view.sampled_out["train"] else "")
     tiling = (f" ({view.tiles['train']} tiles of {view.tile} px cut from the largest, "
@@ -138,7 +124,7 @@ def train(job: TrainJob, context: PipesContext, log: Callable[[str], None]) -> T
     record_job(job)
     if state is not RunState.FINISHED:
         if state is RunState.UNFINISHED:
-            model = YOLO(run_dir / "weights" / "last.pt")
+            model = YOLO(run_dir / LAST_WEIGHTS)
             # ultralytics takes the rest from the checkpoint; these may change between attempts
             args = {"resume": True, "data": str(view.data_yaml), "device": device, "workers": job.workers,
                     "cache": job.cache, "save_dir": str(run_dir)}
@@ -166,39 +152,6 @@ def train(job: TrainJob, context: PipesContext, log: Callable[[str], None]) -> T
     return summary
 
 
-def materialization_metadata(job: TrainJob, summary: TrainSummary) -> dict[str, Any]:
-    """Dagster metadata of the trained model, as dagster-pipes typed values."""
-    def typed(value: Any, kind: str) -> dict[str, Any]:
-        return {"raw_value": value, "type": kind}
-
-    table = markdown_table(
-        [{k: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else v) for k, v in row.items()}
-         for row in summary.per_class],
-        ["class", "images", "instances", "precision", "recall", "map50", "map50_95"],
-    )
-    return {
-        "val/mAP50": typed(summary.map50, "float"),
-        "val/mAP50-95": typed(summary.map50_95, "float"),
-        "val/precision": typed(summary.precision, "float"),
-        "val/recall": typed(summary.recall, "float"),
-        "best_epoch": typed(summary.best_epoch, "int"),
-        "epochs": typed(summary.epochs, "int"),
-        "per_class": typed(table, "md"),
-        "train_seconds": typed(round(summary.train_seconds, 1), "float"),
-        "device": typed(summary.device, "text"),
-        "imgsz": typed(summary.imgsz, "int"),
-        "eval_data": typed(summary.eval_data, "path"),
-        "eval_imgsz": typed(summary.eval_imgsz, "int"),
-        "profile": typed(job.profile, "text"),
-        "recipe": typed(summary.recipe, "json"),
-        "best_sha256": typed(summary.best_sha256, "text"),
-        "last_sha256": typed(summary.last_sha256, "text"),
-        "best_pt": typed(str(summary.best_pt), "path"),
-        "curves": typed(png_markdown(summary.curves_png, "losses and metrics per epoch"), "md"),
-        "confusion": typed(png_markdown(summary.confusion_png, "confusion matrix"), "md"),
-    }
-
-
 def _to_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -217,9 +170,6 @@ def main(argv: list[str] | None = None) -> int:
                 raise TrainingError("not started by Dagster: name the job with --job job.json")
             job = TrainJob.from_extras(extras)
             summary = train(job, context, log)
-            context.report_asset_materialization(
-                metadata=materialization_metadata(job, summary), data_version=summary.best_sha256
-            )
             log(f"best epoch {summary.best_epoch}: mAP50 {summary.map50:.3f} mAP50-95 {summary.map50_95:.3f}; "
                 f"summary in {Path(job.run_dir) / SUMMARY_FILE}")
     except (TrainingError, OSError, json.JSONDecodeError) as exc:

@@ -3,29 +3,33 @@
 import dagster as dg
 import pytest
 
-from hoban_pipelines.assets.publishing import lake_output
+from hoban_pipelines.assets.publishing import lake_output, publish
+from hoban_pipelines.core.report import BuildReport
 from hoban_pipelines.core.lake import LakeError, LakeHandle
 from hoban_pipelines.resources import LakeHandleIOManager, LakeResource
 
 seen: dict[str, object] = {}
 
 
-@dg.asset
-def upstream_set(lake: LakeResource) -> dg.Output[LakeHandle]:
-    store = lake.get()
-    with store.new_version("upstream_set") as v:
-        (v.path / "items.txt").write_text(seen.get("content", "a\nb\n"))
-    return lake_output(store.handle_for(v.final_path, asset="upstream_set", version=v.version, counts={"items": 2}))
+def _write(name: str, text: str, counts: dict[str, int]):
+    def build(folder):
+        (folder / name).write_text(text)
+        return BuildReport(counts=counts)
+
+    return build
 
 
 @dg.asset
-def downstream_count(lake: LakeResource, upstream_set: LakeHandle) -> dg.Output[LakeHandle]:
+def upstream_set(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Output[LakeHandle]:
+    return lake_output(publish(context, lake, _write("items.txt", seen.get("content", "a\nb\n"), {"items": 2})))
+
+
+@dg.asset
+def downstream_count(context: dg.AssetExecutionContext, lake: LakeResource, upstream_set: LakeHandle) -> dg.Output[LakeHandle]:
     seen["received"] = upstream_set
-    store = lake.get()
-    lines = (upstream_set.resolve(store.home) / "items.txt").read_text().split()
-    with store.new_version("downstream_count", meta={"upstream": {"upstream_set": upstream_set.version}}) as v:
-        (v.path / "count.txt").write_text(str(len(lines)))
-    return lake_output(store.handle_for(v.final_path, asset="downstream_count", version=v.version, counts={"n": len(lines)}))
+    lines = (upstream_set.resolve(lake.get().home) / "items.txt").read_text().split()
+    return lake_output(publish(context, lake, _write("count.txt", str(len(lines)), {"n": len(lines)}),
+                               upstream={"upstream_set": upstream_set.version}))
 
 
 days = dg.DailyPartitionsDefinition(start_date="2026-02-11", end_date="2026-02-13")
@@ -33,10 +37,7 @@ days = dg.DailyPartitionsDefinition(start_date="2026-02-11", end_date="2026-02-1
 
 @dg.asset(partitions_def=days)
 def daily_part(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Output[LakeHandle]:
-    store = lake.get()
-    with store.new_version("daily_part", partition=context.partition_key) as v:
-        (v.path / "day.txt").write_text(context.partition_key)
-    return lake_output(store.handle_for(v.final_path, asset="daily_part", version=v.version, partition=context.partition_key))
+    return lake_output(publish(context, lake, _write("day.txt", context.partition_key, {})))
 
 
 @dg.asset(deps=[], ins={"daily_part": dg.AssetIn()})

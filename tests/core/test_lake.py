@@ -81,7 +81,31 @@ def test_unwritable_home_names_the_path_and_the_setting(tmp_path):
 
 
 def test_handle_round_trips_as_json(tmp_path):
-    handle = LakeHandle(asset="a", version="v1", path="lake/a/v1", counts={"images": 3}, extra={"k": [1]})
+    handle = LakeHandle(asset="a", version="v1", path="lake/a/v1", counts={"images": 3}, classes=["helmet"],
+                        upstream={"b": "v0"})
     assert LakeHandle.from_json(handle.to_json()) == handle
     assert handle.resolve(tmp_path) == tmp_path / "lake" / "a" / "v1"
     assert json.loads(handle.to_json())["counts"] == {"images": 3}
+
+
+def test_a_handle_record_of_an_older_release_asks_for_a_rematerialization():
+    old = json.dumps({"asset": "go2k_split", "version": "v1", "path": "lake/go2k_split/v1", "extra": {"classes": []}})
+    with pytest.raises(LakeError, match=r"handles/go2k_split.json was written by an older .*\['extra'\].*rematerialize go2k_split"):
+        LakeHandle.from_json(old, "handles/go2k_split.json")
+
+
+def test_a_version_records_what_it_was_built_from_and_the_lookup_finds_it(tmp_path):
+    lake = Lake(tmp_path)
+    built = {}
+    for seed in (1, 2, 1):
+        meta = {"params": {"seed": seed}, "upstream": {"src": f"s{seed}"}, "classes": ["a"], "counts": {"n": seed}}
+        with lake.new_version("x", meta=meta) as version:
+            (version.path / "f.txt").write_text(f"{seed}-{len(built)}")  # distinct content each time
+        built.setdefault(seed, []).append(version.version)
+    found = lake.find_version("x", lambda info: info["params"]["seed"] == 1)
+    assert found.version == built[1][-1]  # the newest match
+    assert found == lake.handle("x", found.version)
+    assert (found.classes, found.upstream, found.counts) == (["a"], {"src": "s1"}, {"n": 1})
+    assert lake.find_version("x", lambda info: info["params"]["seed"] == 3) is None
+    with pytest.raises(LakeError, match="x has no version nope"):
+        lake.handle("x", "nope")

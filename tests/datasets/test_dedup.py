@@ -53,7 +53,7 @@ def test_planted_near_duplicate_groups_are_grouped_and_kept_once(small_site, sna
     cameras = [image["camera"] for image in images]
     stamps = [datetime.fromisoformat(image["timestamp"]) for image in images]
     thumbs = dedup.thumbnails([small_site / "snapshots" / name for name in names])
-    assert thumbs.skipped_count == 0
+    assert len(thumbs.skipped) == 0
 
     # Every pair of frames of one fixed camera is above the threshold, whatever moved: the
     # reason near_duplicate_pairs takes cameras= and bursts are grouped by time.
@@ -164,7 +164,7 @@ def test_keep_one_keeps_both_ends_of_a_chain():
 
 def test_groups_are_connected_components_over_all_edge_lists():
     pairs = [(0, 1, 0.99), (1, 2, 0.99), (5, 6, 0.995)]
-    assert dedup.duplicate_groups(7, pairs) == [0, 0, 0, 1, 2, 3, 3]
+    assert dedup.union_groups(7, pairs) == [0, 0, 0, 1, 2, 3, 3]
     same_burst = [(2, 4), (6, 3)]
     assert dedup.union_groups(7, pairs, same_burst) == [0, 0, 0, 1, 0, 1, 1]
     assert dedup.union_groups(3) == [0, 1, 2]
@@ -256,7 +256,7 @@ def test_undecodable_files_are_reported_skipped_and_counted(small_site, tmp_path
     copy.write_bytes(frame.read_bytes())
 
     thumbs = dedup.thumbnails([frame, garbage, missing, blank, copy])
-    assert thumbs.skipped_count == 3
+    assert len(thumbs.skipped) == 3
     reasons = dict(thumbs.skipped)
     assert reasons[str(garbage)] == "cannot decode as an image"
     assert reasons[str(missing)].startswith("cannot read")

@@ -12,7 +12,8 @@ from hoban_pipelines.labels.cleaning import CleaningRule
 from hoban_pipelines.labels.cvat_import import build_dataset, export_files
 from hoban_pipelines.labels.label_map import LabelMap
 from hoban_pipelines.core.lake import publish_directory
-from hoban_pipelines.datasets.mix import MixRecipe, SplitRecipe, assemble_mix, split_manual, with_box_counts, write_mix
+from hoban_pipelines.datasets.mix import MixParameters, assemble_mix, write_mix
+from hoban_pipelines.datasets.split import SplitParameters, split_images, with_box_counts
 from hoban_pipelines.core.yolo_format import YoloFormatError, list_yolo_dataset, load_entries, read_yolo_dataset
 
 CLASSES = ["person_with_helmet", "person_without_helmet"]
@@ -31,20 +32,20 @@ def manual(demo_profile_site, tmp_path_factory):
 @pytest.fixture(scope="module")
 def split(manual):
     root, images, boxes = manual
-    return with_box_counts(split_manual(images, boxes, root, len(CLASSES), SplitRecipe()), boxes, CLASSES)
+    return with_box_counts(split_images(images, boxes, root, len(CLASSES), SplitParameters()), boxes, CLASSES)
 
 
 def test_split_is_80_20_stratified_and_deterministic(manual, split):
     root, images, boxes = manual
-    share = (split["split"] == "valid").mean()
+    share = (split["split"] == "val").mean()
     assert 0.17 <= share <= 0.23
     per = split.groupby("split")[[f"boxes_{c}" for c in CLASSES]].sum()
     assert (per > 0).all().all()  # both classes in both splits
     rare = per["boxes_person_without_helmet"]
-    assert 0.1 <= rare["valid"] / rare.sum() <= 0.35
-    again = split_manual(images, boxes, root, len(CLASSES), SplitRecipe())
+    assert 0.1 <= rare["val"] / rare.sum() <= 0.35
+    again = split_images(images, boxes, root, len(CLASSES), SplitParameters())
     assert (again["split"].to_numpy() == split["split"].to_numpy()).all()
-    other_seed = split_manual(images, boxes, root, len(CLASSES), SplitRecipe(seed=5))
+    other_seed = split_images(images, boxes, root, len(CLASSES), SplitParameters(seed=5))
     assert (other_seed["split"].to_numpy() != split["split"].to_numpy()).any()
 
 
@@ -68,7 +69,7 @@ def test_mix_oversamples_domain_and_clamps_with_warnings(manual, split, demo_pro
     domain = split.assign(path=[str(root / p) for p in split["path"]],
                           label_path=[str(root / p) for p in split["label_path"]])
     base = list_yolo_dataset(demo_profile_site / "base_dataset")
-    result = assemble_mix(base, domain, MixRecipe())
+    result = assemble_mix(base, domain, MixParameters())
     assert any("base train: asked for 8000 images but there are 300 readable" in w for w in result.warnings)
     out = tmp_path / "mix"
     out.mkdir()
@@ -77,11 +78,11 @@ def test_mix_oversamples_domain_and_clamps_with_warnings(manual, split, demo_pro
     train_lines = (out / "train.txt").read_text().splitlines()
     assert len(train_lines) == 300 + 8 * go2k_train == counts["train_entries"]
     assert counts["domain_share_of_training"] == pytest.approx(8 * go2k_train / (300 + 8 * go2k_train), abs=1e-3)
-    assert len((out / "valid.txt").read_text().splitlines()) == 60 + int((split["split"] == "valid").sum())
+    assert len((out / "val.txt").read_text().splitlines()) == 60 + int((split["split"] == "val").sum())
     assert dataset_checks.list_files_resolve(out) == []
     # no image bytes: only list files, yaml and a manifest
     assert {p.suffix for p in out.rglob("*") if p.is_file()} == {".txt", ".yaml", ".parquet"}
-    smaller = assemble_mix(base, domain, MixRecipe(base_train=100, base_valid=20, domain_oversample=2, seed=3))
+    smaller = assemble_mix(base, domain, MixParameters(base_train=100, base_val=20, domain_oversample=2, seed=3))
     assert smaller.warnings == [] and (smaller.entries["source"] == "base").sum() == 120
 
 
@@ -92,7 +93,7 @@ def test_ultralytics_reads_the_mix_lists(manual, split, demo_profile_site, tmp_p
     domain = split.assign(path=[str(root / p) for p in split["path"]], label_path=[str(root / p) for p in split["label_path"]])
     out = tmp_path / "mix"
     out.mkdir()
-    write_mix(assemble_mix(list_yolo_dataset(demo_profile_site / "base_dataset"), domain, MixRecipe(base_train=10, base_valid=5)), CLASSES, out)
+    write_mix(assemble_mix(list_yolo_dataset(demo_profile_site / "base_dataset"), domain, MixParameters(base_train=10, base_val=5)), CLASSES, out)
     moved = tmp_path / "moved"
     shutil.move(out, moved)  # the lake renames a version into place after writing
     data = check_det_dataset(str(moved / "data.yaml"))
@@ -157,7 +158,7 @@ def test_mix_skips_and_counts_undecodable_base_images(small_site, split, manual,
         path.write_bytes(b"\xff\xd8 truncated")
     domain = split.assign(path=[str(manual[0] / p) for p in split["path"]],
                           label_path=[str(manual[0] / p) for p in split["label_path"]])
-    result = assemble_mix(list_yolo_dataset(root), domain, MixRecipe(base_train=100, base_valid=5))
+    result = assemble_mix(list_yolo_dataset(root), domain, MixParameters(base_train=100, base_val=5))
     assert sorted(Path(p).name for p, _ in result.unreadable) == sorted(p.name for p in broken)
     assert not set(map(str, broken)) & set(result.entries["path"])
     assert any("2 base image(s) cannot be read" in w for w in result.warnings)

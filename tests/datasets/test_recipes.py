@@ -22,7 +22,7 @@ import pytest
 
 from hoban_pipelines.datasets import near_duplicates as dedup
 from hoban_pipelines.core.lake import file_sha256, publish_directory
-from hoban_pipelines.datasets.recipes import Recipe, RecipeError, SourceData, SourceSpec, build_recipe
+from hoban_pipelines.datasets.recipes import DatasetRecipe, RecipeError, SourceData, SourceSpec, build_recipe
 from hoban_pipelines.core.yolo_format import read_yolo_dataset
 
 CLASSES = ["person_with_helmet", "person_without_helmet"]
@@ -30,13 +30,13 @@ HELMET, NO_HELMET = CLASSES
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _recipe(sources: list[str], **overrides) -> Recipe:
+def _recipe(sources: list[str], **overrides) -> DatasetRecipe:
     # the tests' default: nothing filtered, capped or balanced, so each test turns on its own rule
-    return Recipe(**{"name": "test", "classes": CLASSES, "sources": [SourceSpec(s) for s in sources],
+    return DatasetRecipe(**{"name": "test", "classes": CLASSES, "sources": [SourceSpec(s) for s in sources],
                      "dedup_threshold": None, **overrides})
 
 
-def _build(tmp_path: Path, sources: list[SourceData], recipe: Recipe, name: str = "build"):
+def _build(tmp_path: Path, sources: list[SourceData], recipe: DatasetRecipe, name: str = "build"):
     out = tmp_path / name
     with publish_directory(out) as staging:
         report = build_recipe(sources, recipe, staging)
@@ -116,7 +116,7 @@ def test_quota_counts_boxes_and_warns_with_numbers_when_the_pool_is_short(base, 
     final = boxes["cls"].value_counts()
     assert final[1] == pool[1]  # the short class: everything
     assert 30 <= final[0] < pool[0]
-    assert report.counts["final"]["boxes"] == {HELMET: final[0], NO_HELMET: final[1]}
+    assert report.details["steps"]["final"]["boxes"] == {HELMET: final[0], NO_HELMET: final[1]}
     # images without a no-helmet box were only taken while helmets were under quota
     helmet_only = images[(images[f"boxes_{NO_HELMET}"] == 0) & ~images["background"]]
     assert helmet_only[f"boxes_{HELMET}"].sum() < 30 + base.boxes.groupby("image").size().max()
@@ -140,14 +140,14 @@ def test_area_filter_removes_small_boxes_and_drops_images_it_empties(base, tmp_p
     out, report, images, boxes = _build(tmp_path, [base], recipe)
     area = _area_pct(base.boxes)
     small = area < base.boxes["cls"].map({0: 2.0, 1: 1.0})
-    assert report.counts["area_filter"]["removed_boxes"]["base_dataset"] == {
+    assert report.details["steps"]["area_filter"]["removed_boxes"]["base_dataset"] == {
         HELMET: int((small & (base.boxes["cls"] == 0)).sum()), NO_HELMET: int((small & (base.boxes["cls"] == 1)).sum())}
     assert small.any() and (~small).any()
     assert len(boxes) == int((~small).sum())
     assert (boxes["area_pct"] >= boxes["cls"].map({0: 2.0, 1: 1.0})).all()
     emptied = set(base.boxes.loc[small, "image"]) - set(base.boxes.loc[~small, "image"])
     assert emptied, "the small site has images whose every box is small"
-    assert report.counts["area_filter"]["images_emptied_by_area_filter"] == len(emptied)
+    assert report.details["steps"]["area_filter"]["images_emptied_by_area_filter"] == len(emptied)
     # they show people, so they are not backgrounds either
     assert not set(images["source_image"]) & emptied
     assert images["background"].sum() == 0
@@ -190,7 +190,7 @@ def test_dedup_keeps_one_of_each_planted_group_and_no_hard_negative(base, cctv, 
     for group in groups:
         assert len(group & kept) == 1, group
         assert any(name.startswith("base_dataset/") for name in group & kept)  # ties keep the first source
-    assert report.counts["dedup"] == {"unreadable": 0, "exact_duplicates_removed": 4,
+    assert report.details["steps"]["dedup"] == {"unreadable": 0, "exact_duplicates_removed": 4,
                                       "near_duplicates_removed": 8, "threshold": 0.994}
     # every other image with boxes stays, every distinct CCTV frame included (no backgrounds asked for)
     assert kept == {f"base_dataset/{Path(n).relative_to('images')}" for n in base.boxes["image"]} | {
@@ -207,15 +207,15 @@ def test_remap_maps_renames_and_counts_dropped_classes(base, tmp_path):
     relabelled.loc[position % 5 == 4, "cls"] = 3  # fallen: not a target, dropped implicitly
     source = SourceData("other", [HELMET, "head", "vest", "fallen"], base.images, relabelled)
     spec = SourceSpec("other", remap={"head": NO_HELMET, "vest": None})
-    recipe = Recipe(name="remap", classes=CLASSES, sources=[spec], dedup_threshold=None)
+    recipe = DatasetRecipe(name="remap", classes=CLASSES, sources=[spec], dedup_threshold=None)
     _, report, images, boxes = _build(tmp_path, [source], recipe)
-    counts = report.counts["remap"]["other"]
+    counts = report.details["steps"]["remap"]["other"]
     assert counts["dropped"] == {"vest": int((relabelled["cls"] == 2).sum()), "fallen": int((relabelled["cls"] == 3).sum())}
     assert counts["kept"] == {HELMET: int((relabelled["cls"] == 0).sum()), NO_HELMET: int((relabelled["cls"] == 1).sum())}
     assert boxes["cls"].value_counts().sort_index().tolist() == list(counts["kept"].values())
     only_dropped = set(relabelled["image"]) - set(relabelled.loc[relabelled["cls"] <= 1, "image"])
     assert only_dropped, "some images hold only dropped classes"
-    assert report.counts["area_filter"]["images_emptied_by_remap"] == len(only_dropped)
+    assert report.details["steps"]["area_filter"]["images_emptied_by_remap"] == len(only_dropped)
     assert not set(images["source_image"]) & only_dropped
 
 
@@ -250,7 +250,7 @@ def test_splits_are_7_2_1_and_leakage_free(mixed, cctv, copies):
     split = images["split"].to_numpy()
     assert [(i, j) for i, j, _ in pairs if split[i] != split[j]] == []
     assert images.groupby("group")["split"].nunique().max() == 1
-    assert report.per_split["test"]["images"] == int((images["split"] == "test").sum())
+    assert report.counts["test_images"] == int((images["split"] == "test").sum())
 
 
 def test_list_files_resolve_after_the_build_folder_moves(mixed, base, tmp_path):
@@ -264,7 +264,7 @@ def test_list_files_resolve_after_the_build_folder_moves(mixed, base, tmp_path):
     for split in ("train", "val", "test"):
         assert Path(data[split]) == moved / f"{split}.txt"
         listed = BaseDataset.get_img_files(SimpleNamespace(prefix="", fraction=1.0), data[split])
-        assert len(listed) == report.per_split[split]["images"]
+        assert len(listed) == report.counts[f"{split}_images"]
         assert all(Path(p).is_file() and Path(p).is_relative_to(moved) for p in listed)
         assert all(Path(p).is_file() for p in img2label_paths(listed))
     # the project's reader agrees, box for box
@@ -284,7 +284,7 @@ def test_list_files_resolve_after_the_build_folder_moves(mixed, base, tmp_path):
 def test_outliers_are_the_largest_boxes_and_are_kept(base, tmp_path):
     out, report, _, boxes = _build(tmp_path, [base], _recipe(["base_dataset"], outlier_fraction=0.05))
     outliers = pd.read_parquet(out / "outliers.parquet")
-    assert len(outliers) == math.ceil(0.05 * len(boxes)) == report.counts["outliers"]["flagged"]
+    assert len(outliers) == math.ceil(0.05 * len(boxes)) == report.details["steps"]["outliers"]["flagged"]
     rest = boxes[~boxes.set_index(["image", "x1", "y1"]).index.isin(outliers.set_index(["image", "x1", "y1"]).index)]
     assert len(rest) == len(boxes) - len(outliers)  # flagged, not removed
     assert outliers["area_pct"].min() >= rest["area_pct"].max()
@@ -299,7 +299,7 @@ def test_max_images_caps_and_keeps_class_proportions(base, cctv, tmp_path):
     _, _, full_images, full_boxes = _build(tmp_path, sources, recipe, "full")
     _, report, images, boxes = _build(tmp_path, sources, _recipe(["base_dataset", "site_cctv"], background_share=0.05,
                                                                  max_images=20), "capped")
-    assert len(images) == 20 == report.counts["final"]["images"]
+    assert len(images) == 20 == report.details["steps"]["final"]["images"]
     assert images["background"].sum() == 1  # 5% of 20
     full_share = (full_boxes["cls"] == 1).mean()
     assert (boxes["cls"] == 1).mean() == pytest.approx(full_share, abs=0.1)
@@ -310,7 +310,7 @@ def test_max_images_caps_and_keeps_class_proportions(base, cctv, tmp_path):
 
 
 def test_the_shipped_quick_recipe_loads():
-    recipe = Recipe.load(REPO / "recipes" / "helmet_quick.yaml")
+    recipe = DatasetRecipe.load(REPO / "recipes" / "helmet_quick.yaml")
     assert [s.name for s in recipe.sources] == ["base_dataset", "go2k_manual"]
     assert recipe.classes == CLASSES and recipe.max_images == 3000 and recipe.splits == {"train": 0.7, "val": 0.2, "test": 0.1}
     assert recipe.min_area_pct == {HELMET: 2.0, NO_HELMET: 1.0} and recipe.background_share == 0.05
@@ -318,23 +318,23 @@ def test_the_shipped_quick_recipe_loads():
 
 def test_bad_recipes_name_the_field_or_file(tmp_path):
     good = {"name": "r", "classes": CLASSES, "sources": ["base_dataset"]}
-    assert Recipe.from_dict(good).sources == [SourceSpec("base_dataset")]
+    assert DatasetRecipe.from_dict(good).sources == [SourceSpec("base_dataset")]
     with pytest.raises(RecipeError, match=r"unknown recipe key\(s\) \['box_quotas'\]"):
-        Recipe.from_dict({**good, "box_quotas": {HELMET: 10}})
+        DatasetRecipe.from_dict({**good, "box_quotas": {HELMET: 10}})
     with pytest.raises(RecipeError, match=r"box_quota: .*missing \['person_without_helmet'\]"):
-        Recipe.from_dict({**good, "box_quota": {HELMET: 10}})
+        DatasetRecipe.from_dict({**good, "box_quota": {HELMET: 10}})
     with pytest.raises(RecipeError, match="splits: fractions must sum to 1"):
-        Recipe.from_dict({**good, "splits": {"train": 0.7, "val": 0.2}})
+        DatasetRecipe.from_dict({**good, "splits": {"train": 0.7, "val": 0.2}})
     with pytest.raises(RecipeError, match=r"sources: base_dataset: remap targets \{'helmet': 'hardhat'\}"):
-        Recipe.from_dict({**good, "sources": [{"name": "base_dataset", "remap": {"helmet": "hardhat"}}]})
+        DatasetRecipe.from_dict({**good, "sources": [{"name": "base_dataset", "remap": {"helmet": "hardhat"}}]})
     with pytest.raises(RecipeError, match="min_area_pct: values are percentages"):
-        Recipe.from_dict({**good, "min_area_pct": {HELMET: 150}})
+        DatasetRecipe.from_dict({**good, "min_area_pct": {HELMET: 150}})
     path = tmp_path / "typo.yaml"
     path.write_text("name: r\nclasses: [a]\nsources: [s]\nmax_image: 10\n")
     with pytest.raises(RecipeError, match=rf"^{re.escape(str(path))}: unknown recipe key\(s\) \['max_image'\]"):
-        Recipe.load(path)
+        DatasetRecipe.load(path)
     with pytest.raises(RecipeError, match=rf"^{re.escape(str(tmp_path / 'absent.yaml'))}: cannot read"):
-        Recipe.load(tmp_path / "absent.yaml")
+        DatasetRecipe.load(tmp_path / "absent.yaml")
 
 
 def test_a_missing_source_lists_the_available_ones(base, tmp_path):
@@ -343,7 +343,7 @@ def test_a_missing_source_lists_the_available_ones(base, tmp_path):
         build_recipe([base], recipe, tmp_path / "never")
     spec = SourceSpec("base_dataset", remap={"hardhat": HELMET})
     with pytest.raises(RecipeError, match=r"remap names classes \['hardhat'\] that the source does not have"):
-        build_recipe([base], Recipe(name="r", classes=CLASSES, sources=[spec]), tmp_path / "never")
+        build_recipe([base], DatasetRecipe(name="r", classes=CLASSES, sources=[spec]), tmp_path / "never")
 
 
 def test_bad_source_data_is_named(base, tmp_path):

@@ -175,3 +175,32 @@ def test_zip_export_with_images_needs_no_image_folder(small_site, tmp_path):
                                               rule=CleaningRule(), image_root=None)
     assert len(images) == len(names) and report.copied == len(names) and report.linked == 0
     assert all((out / "images" / n).is_file() for n in names)
+
+
+def test_a_project_export_keeps_one_name_in_several_subsets_apart(tmp_path):
+    """A "CVAT for images 1.1" project export repeats a name in Train, Test and Validation under
+    one task and zips each under images/<subset>/: three images, each with its own size and boxes."""
+    import cv2
+    import numpy as np
+
+    from hoban_pipelines.cvat.reader import read_export
+
+    fixture = Path(__file__).parents[1] / "cvat" / "fixtures" / "images_project_subsets.xml"
+    export = tmp_path / "project.zip"
+    with zipfile.ZipFile(export, "w") as archive:
+        archive.write(fixture, "annotations.xml")
+        for image in read_export(fixture).images:
+            pixels = np.full((image.height, image.width, 3), 90, np.uint8)
+            archive.writestr(f"images/{image.subset}/{image.name}", cv2.imencode(".jpg", pixels)[1].tobytes())
+    out = tmp_path / "dataset"
+    with publish_directory(out) as staging:
+        label_map = LabelMap.from_dict({"labels": {"person": CLASSES[0], "head": CLASSES[1]}, "ignore": ["helmet"]},
+                                       "test map", CLASSES)
+        images, boxes, _ = build_dataset([export], staging, label_map=label_map, rule=CleaningRule("none"), image_root=None)
+    same = images[images["image"].str.endswith("cam1_20260211_101500.jpg")].set_index("image")
+    assert sorted(same.index) == ["Test/cam1_20260211_101500.jpg", "Train/cam1_20260211_101500.jpg",
+                                  "Validation/cam1_20260211_101500.jpg"]
+    assert (same.loc["Test/cam1_20260211_101500.jpg", "width"], same.loc["Test/cam1_20260211_101500.jpg", "height"]) == (1280, 720)
+    assert set(images["camera"]) <= {"cam1", "cam2"} and images["timestamp"].notna().all()
+    assert all((out / path).is_file() for path in images["label_path"])
+    assert len(images) == 5 and boxes["image"].isin(images["image"]).all()

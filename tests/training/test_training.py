@@ -18,25 +18,36 @@ import pytest
 import yaml
 
 from hoban_pipelines.core.lake import file_sha256
-from hoban_pipelines.training.child import SUMMARY_FILE, materialization_metadata, train
-from hoban_pipelines.training.view import longest_side
+from hoban_pipelines.training.child import train
+from hoban_pipelines.training.report import build_checkpoint
 from hoban_pipelines.training.job import (
-    DEMO_SIZES,
-    RECIPES,
+    ARTIFACTS,
+    BEST_WEIGHTS,
+    CONFUSION_PNG,
+    CURVES_PNG,
+    EVAL_DIR,
+    JOB_RECORD,
+    LAST_WEIGHTS,
+    RECIPE_FILE,
+    RESULTS_CSV,
+    SUMMARY_FILE,
+    VIEW_DIR,
+    CheckpointInfo,
     RunState,
-    TrainingError,
     TrainJob,
-    TrainRecipe,
     check_classes,
-    demo_samples,
-    evaluation_imgsz,
-    for_profile,
     load_checkpoint,
     offline_amp_check,
     record_job,
+    remove_views,
     resolve_device,
     run_state,
+    write_base_version,
+    write_checkpoint_version,
 )
+from hoban_pipelines.training.profiles import DEMO_SIZES, demo_samples, evaluation_imgsz, for_profile
+from hoban_pipelines.training.recipes import RECIPES, TrainingError, TrainRecipe
+from hoban_pipelines.training.view import longest_side
 
 CLASSES = ["person_with_helmet", "person_without_helmet"]
 # requests and curl honour these: any download attempt fails at once instead of reaching out
@@ -59,7 +70,7 @@ def ultralytics_downloads() -> set[str]:
 
 
 def make_job(data_yaml: Path, run_dir: Path, **changes) -> TrainJob:
-    recipe = for_profile(RECIPES["base_from_scratch"], "test")
+    recipe = for_profile(RECIPES["base_from_scratch"], "test").recipe
     job = TrainJob(recipe=recipe, data_yaml=str(data_yaml), model="yolov8n.yaml", run_dir=str(run_dir), device="cpu", workers=0)
     return replace(job, **changes)
 
@@ -113,40 +124,64 @@ def test_recipes_carry_the_teams_numbers():
     assert (v3.imgsz, v3.tile) == (1280, 1280) and v3.copy_paste > 0
 
 
+def sized(recipe: TrainRecipe, profile: str, train_images: int = 0, device: str = "cpu") -> TrainRecipe:
+    """The recipe as the child trains it: a finetune on a view of ``train_images`` entries."""
+    return for_profile(recipe, profile, device=device, finetune=True).trained_on(train_images)
+
+
 def test_profiles_shrink_runs():
     v3 = RECIPES["go2k_v3"]
-    assert for_profile(v3, "full") is v3
-    demo = for_profile(v3, "demo")
+    assert for_profile(v3, "full").recipe is v3 and sized(v3, "full", 100) is v3
+    demo = sized(v3, "demo")
     assert demo.epochs < v3.epochs and demo.imgsz < v3.imgsz and demo.lr0 == v3.lr0 and demo.copy_paste == v3.copy_paste
-    assert (for_profile(v3, "test").epochs, for_profile(v3, "test").imgsz) == (1, 64)
+    assert (sized(v3, "test").epochs, sized(v3, "test").imgsz) == (1, 64)
     # CCTV recipes train on tiles of the demo's image size (people at their own size), most
     # label-free tiles left out; the base set's images stay whole
     cpu = DEMO_SIZES["cpu"]
     assert (demo.imgsz, demo.tile, demo.tile_over) == (cpu.max_imgsz, cpu.max_imgsz, 1280) == (256, 256, 1280)
     assert demo.background_tiles == cpu.background_tiles == 0.2 and v3.background_tiles == 1.0
     # a short CPU run steps the optimizer every batch and warms up for a tenth of the run
-    v2_cpu = for_profile(RECIPES["go2k_v2"], "demo", train_images=2017)
+    v2_cpu = sized(RECIPES["go2k_v2"], "demo", 2017)
     assert v2_cpu.epochs == 4 and v2_cpu.extra == {"nbs": 16, "warmup_epochs": 0.4}
-    assert for_profile(v3, "demo", train_images=2017).extra == {"nbs": 8, "warmup_epochs": 0.1}
-    assert for_profile(replace(v3, extra={"nbs": 64}), "demo").extra["nbs"] == 64  # the recipe's own word wins
+    assert sized(v3, "demo", 2017).extra == {"nbs": 8, "warmup_epochs": 0.1}
+    assert sized(replace(v3, extra={"nbs": 64}), "demo").extra["nbs"] == 64  # the recipe's own word wins
+    assert sized(replace(v3, extra={"warmup_epochs": 2.0}), "demo").extra["warmup_epochs"] == 2.0
     # a GPU affords bigger native-scale tiles, every tile and more epochs in the same demo minutes
-    gpu = for_profile(RECIPES["go2k_v2"], "demo", device="0", train_images=1076)
+    gpu = sized(RECIPES["go2k_v2"], "demo", 1076, device="0")
     assert (gpu.imgsz, gpu.tile, gpu.epochs, gpu.background_tiles) == (640, 640, 30, 1.0)
     assert gpu.extra == {"warmup_epochs": 3.0}
-    assert for_profile(RECIPES["go2k_v2"], "demo").tile == demo.tile
-    assert for_profile(RECIPES["base_from_scratch"], "demo").tile == 0
-    assert for_profile(v3, "test").tile == v3.tile
+    assert sized(RECIPES["go2k_v2"], "demo").tile == demo.tile
+    assert sized(RECIPES["base_from_scratch"], "demo").tile == 0
+    assert sized(v3, "test").tile == v3.tile
     # the demo spends about the same time on a small set as on an oversampled mix
     v2 = RECIPES["go2k_v2"]
-    assert for_profile(v2, "demo", train_images=96).epochs == demo.epochs == cpu.max_epochs
-    assert for_profile(v2, "demo", train_images=2017).epochs == 4
-    assert for_profile(v2, "demo", train_images=100_000).epochs == 1
+    assert sized(v2, "demo", 96).epochs == demo.epochs == cpu.max_epochs
+    assert sized(v2, "demo", 2017).epochs == 4
+    assert sized(v2, "demo", 100_000).epochs == 1
     # the team's main run (go2k_v2) gets a larger share of the demo's minutes than the side runs,
     # whose training views hold a sample of that size (one epoch)
     assert (demo_samples(v2, "cpu"), demo_samples(v3, "cpu"), demo_samples(RECIPES["finetune_sgd"], "cpu")) == (8000, 800, 800)
-    assert for_profile(RECIPES["finetune_sgd"], "demo", train_images=800).epochs == 1
+    assert sized(RECIPES["finetune_sgd"], "demo", 800).epochs == 1
     with pytest.raises(TrainingError, match="unknown training profile 'huge'"):
         for_profile(v3, "huge")
+
+
+def test_profiles_size_the_view_before_the_epochs():
+    """The view is built from ``for_profile``'s recipe and budget; the epochs follow from its entries."""
+    v2 = RECIPES["go2k_v2"]
+    finetune = for_profile(v2, "demo", finetune=True)
+    assert finetune.sample_budget == demo_samples(v2, "cpu") == 8000
+    assert (finetune.recipe.tile, finetune.recipe.background_tiles, finetune.recipe.epochs) == (256, 0.2, 12)
+    assert finetune.trained_on(2017).tile == finetune.recipe.tile
+    # training from scratch is not sampled and trains every epoch of the profile, whatever the view holds
+    scratch = for_profile(RECIPES["base_from_scratch"], "demo")
+    assert scratch.sample_budget == 0
+    assert scratch.trained_on(100_000).epochs == DEMO_SIZES["cpu"].max_epochs
+    assert scratch.trained_on(100_000).extra == {"nbs": 16, "warmup_epochs": 1.2}
+    # the full and test profiles sample nothing and leave the epochs as sized
+    for profile in ("full", "test"):
+        size = for_profile(v2, profile, finetune=True)
+        assert size.sample_budget == 0 and size.trained_on(100_000) is size.recipe
 
 
 def test_recipe_round_trip_and_bad_recipes():
@@ -169,7 +204,7 @@ def test_recipe_round_trip_and_bad_recipes():
 def test_tiled_models_are_scored_on_whole_frames_at_their_training_scale():
     half_scale = replace(RECIPES["go2k_v2"], imgsz=256, tile=512)  # 512-px tiles at 256
     assert evaluation_imgsz(half_scale, 1920) == 960
-    demo_v2 = for_profile(RECIPES["go2k_v2"], "demo")  # 256-px tiles at 256: the frames' own scale
+    demo_v2 = sized(RECIPES["go2k_v2"], "demo")  # 256-px tiles at 256: the frames' own scale
     assert evaluation_imgsz(demo_v2, 1920) == 1920
     assert evaluation_imgsz(RECIPES["go2k_v3"], 1920) == 1920  # 1280 tiles at 1280: the frames' own scale
     assert evaluation_imgsz(RECIPES["go2k_v2"], 1920) == 640  # whole frames: the training size
@@ -211,7 +246,7 @@ def test_missing_checkpoint_names_path_and_setting(tmp_path):
 
 def test_corrupt_checkpoints_name_the_file(tmp_path, trained):
     job, _, _ = trained
-    real = (Path(job.run_dir) / "weights" / "best.pt").read_bytes()
+    real = (Path(job.run_dir) / BEST_WEIGHTS).read_bytes()
     for name, content in {"random.pt": os.urandom(4096), "truncated.pt": real[: len(real) // 2], "empty.pt": b""}.items():
         path = tmp_path / name
         path.write_bytes(content)
@@ -234,7 +269,7 @@ def test_empty_training_split_fails_before_ultralytics(data_yaml, tmp_path):
     listed.write_text(yaml.safe_dump({"train": str(empty_list), "val": str(data_yaml.parent / "images/val"), "names": CLASSES}))
     with pytest.raises(TrainingError, match=re.escape(f"{listed}: the train split is empty")):
         train(make_job(listed, tmp_path / "run"), RecordingContext(), print)
-    assert not (tmp_path / "run" / "weights").exists() and not (tmp_path / "run" / "data").exists()
+    assert not (tmp_path / "run" / "weights").exists() and not (tmp_path / "run" / VIEW_DIR).exists()
 
     (tmp_path / "images" / "train").mkdir(parents=True)
     folder = tmp_path / "folder.yaml"
@@ -249,7 +284,7 @@ def test_run_dir_state(data_yaml, tmp_path):
     job = make_job(data_yaml, tmp_path / "run")
     assert run_state(job)[0] is RunState.FRESH
     record_job(job)
-    last = tmp_path / "run" / "weights" / "last.pt"
+    last = tmp_path / "run" / LAST_WEIGHTS
     last.parent.mkdir()
     last.write_bytes(b"half a checkpoint")  # killed while ultralytics wrote it
     state, note = run_state(job)
@@ -257,6 +292,79 @@ def test_run_dir_state(data_yaml, tmp_path):
     other = replace(job, recipe=replace(job.recipe, lr0=0.1))
     with pytest.raises(TrainingError, match="holds weights of another run"):
         run_state(other)
+
+
+# --- publishing a run -----------------------------------------------------------------------
+
+
+def test_reuse_key_is_the_job_its_upstream_and_the_kind_of_device(data_yaml, tmp_path):
+    upstream = {"go2k_v2_mix": "v1", "base_model": "b1"}
+    job = make_job(data_yaml, tmp_path / "run", model="base.pt", device="0", workers=2, threads=0)
+    key = job.reuse_key(upstream)
+    assert json.loads(json.dumps(key)) == key  # stored in a version's JSON, compared as read back
+    # what may change on a retry, or between two GPUs, decides nothing
+    for retry in (
+        replace(job, device="1"), replace(job, threads=4), replace(job, workers=8), replace(job, amp=False),
+        replace(job, cache="disk"), replace(job, run_dir=str(tmp_path / "another run")),
+        TrainJob.from_extras(job.as_extras()),  # as published in recipe.json
+    ):
+        assert retry.reuse_key(dict(upstream)) == key
+    # the demo profile sizes a CPU run unlike a GPU one; another upstream version is other data
+    assert replace(job, device="cpu").reuse_key(upstream) != key
+    assert job.reuse_key({**upstream, "go2k_v2_mix": "v2"}) != key
+    assert replace(job, recipe=replace(job.recipe, lr0=0.1)).reuse_key(upstream) != key
+    assert replace(job, profile="demo").reuse_key(upstream) != key
+
+
+def fake_run(run_dir: Path) -> Path:
+    """A finished run folder: every artifact, the views, and files that are not published."""
+    for relative in ARTIFACTS:
+        (run_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / relative).write_bytes(f"content of {relative}".encode())
+    for view in (VIEW_DIR, EVAL_DIR):
+        (run_dir / view / "images").mkdir(parents=True)
+        (run_dir / view / "images" / "a.jpg").write_bytes(b"jpeg")
+        (run_dir / view / "data.yaml").write_text("names: []\n")
+    (run_dir / "weights" / "epoch3.pt").write_bytes(b"not published")
+    (run_dir / "args.yaml").write_text("epochs: 1\n")
+    (run_dir / JOB_RECORD).write_text("{}")
+    return run_dir
+
+
+def test_write_checkpoint_version_copies_exactly_the_artifacts(data_yaml, tmp_path):
+    run_dir = fake_run(tmp_path / "run")
+    (run_dir / CONFUSION_PNG).unlink()  # an artifact a run did not write is left out
+    job = make_job(data_yaml, run_dir)
+    out = tmp_path / "version"
+    digest = write_checkpoint_version(run_dir, out, job)
+    assert digest == file_sha256(run_dir / BEST_WEIGHTS) == file_sha256(out / BEST_WEIGHTS)
+    published = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert published == sorted({*ARTIFACTS, RECIPE_FILE} - {CONFUSION_PNG})
+    for relative in set(ARTIFACTS) - {CONFUSION_PNG}:
+        assert (out / relative).read_bytes() == (run_dir / relative).read_bytes()
+    assert TrainJob.from_extras(json.loads((out / RECIPE_FILE).read_text())) == job
+    with pytest.raises(TrainingError, match=re.escape(f"{tmp_path / 'empty' / BEST_WEIGHTS} does not exist")):
+        write_checkpoint_version(tmp_path / "empty", tmp_path / "version2", job)
+
+
+def test_write_base_version_copies_the_checkpoint(tmp_path):
+    source = tmp_path / "v13 stage2 best.pt"
+    source.write_bytes(b"weights")
+    checkpoint = CheckpointInfo(path=source, sha256=file_sha256(source), classes=CLASSES)
+    out = tmp_path / "version"
+    out.mkdir()
+    assert write_base_version(checkpoint, out) == file_sha256(source)
+    assert [p.relative_to(out) for p in out.rglob("*") if p.is_file()] == [Path(BEST_WEIGHTS)]
+    assert (out / BEST_WEIGHTS).read_bytes() == b"weights"
+
+
+def test_remove_views_removes_only_the_views(tmp_path):
+    run_dir = fake_run(tmp_path / "run")
+    views = (VIEW_DIR, EVAL_DIR)
+    kept = sorted(p for p in run_dir.rglob("*") if p.is_file() and p.relative_to(run_dir).parts[0] not in views)
+    assert remove_views(run_dir) == [run_dir / VIEW_DIR, run_dir / EVAL_DIR]
+    assert sorted(p for p in run_dir.rglob("*") if p.is_file()) == kept
+    assert remove_views(run_dir) == []  # nothing left to remove
 
 
 # --- real runs -----------------------------------------------------------------------------
@@ -276,13 +384,13 @@ def test_child_trains_and_summarizes(trained, data_yaml):
         summary["confusion"][p][t] for p in range(2) for t in range(2)
     )
     assert len(summary["confusion"]) == 3 and all(len(row) == 3 for row in summary["confusion"])
-    assert summary["best_sha256"] == file_sha256(run_dir / "weights" / "best.pt")
-    for picture in ("curves.png", "confusion.png"):
+    assert summary["best_sha256"] == file_sha256(run_dir / BEST_WEIGHTS)
+    for picture in (CURVES_PNG, CONFUSION_PNG):
         assert (run_dir / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert {"train/box_loss", "metrics/mAP50(B)", "val/cls_loss"} <= set(summary["history"][0])
     # ultralytics read a view in the run folder: its label caches landed there, not in the dataset
     assert list(data_yaml.parent.rglob("*.cache")) == []
-    assert list((run_dir / "data" / "labels").glob("*.cache"))
+    assert list((run_dir / VIEW_DIR / "labels").glob("*.cache"))
 
 
 def test_nothing_is_downloaded(trained):
@@ -312,7 +420,7 @@ def test_killed_run_resumes(data_yaml, tmp_path):
     job = replace(job, recipe=replace(job.recipe, epochs=2))
     killed = run_child(job, tmp_path, script=DIE_AFTER_FIRST_CHECKPOINT)
     assert killed.returncode == 137, killed.stderr[-4000:]
-    results = tmp_path / "run" / "results.csv"
+    results = tmp_path / "run" / RESULTS_CSV
     first_epoch = results.read_text().splitlines()[1]
     assert first_epoch.startswith("1,") and len(results.read_text().splitlines()) == 2
 
@@ -330,7 +438,7 @@ def test_remap_trains_a_new_class_head(trained, data_yaml, tmp_path):
 
     base_job, result, _ = trained
     assert result.returncode == 0, result.stderr[-4000:]
-    base = str(Path(base_job.run_dir) / "weights" / "best.pt")
+    base = str(Path(base_job.run_dir) / BEST_WEIGHTS)
     three = tmp_path / "three.yaml"
     three.write_text(yaml.safe_dump({
         "path": str(data_yaml.parent), "train": "images/train", "val": "images/val", "names": [*CLASSES, "person"],
@@ -348,11 +456,14 @@ def test_remap_trains_a_new_class_head(trained, data_yaml, tmp_path):
         "class": "person", "images": 0, "instances": 0,
         "precision": None, "recall": None, "map50": None, "map50_95": None,
     }
-    metadata = materialization_metadata(make_job(three, tmp_path / "run"), summary)
+    version = tmp_path / "version"
+    job = make_job(three, tmp_path / "run", model=base, remap=True)
+    report = build_checkpoint(tmp_path / "run", version, job)
     for key in ("val/mAP50", "val/mAP50-95", "val/precision", "val/recall"):
-        assert metadata[key]["type"] == "float" and isinstance(metadata[key]["raw_value"], float)
-    assert metadata["best_sha256"]["raw_value"] == file_sha256(summary.best_pt)
-    assert "| person | 0 | 0 | - |" in metadata["per_class"]["raw_value"]
+        assert isinstance(report.details[key], float), key
+    assert report.digest == report.details["best_sha256"] == file_sha256(summary.best_pt)
+    assert report.details["per_class"].rows[2]["map50"] is None and report.details["profile"] == job.profile
+    assert all((version / report.details[name].path).is_file() for name in ("curves", "confusion"))
 
 
 def test_tiled_run_trains_on_tiles_and_scores_whole_images(data_yaml, tmp_path):
@@ -367,7 +478,7 @@ def test_tiled_run_trains_on_tiles_and_scores_whole_images(data_yaml, tmp_path):
     # trained at 64 on 320 tiles: whole images (up to 960 px) are scored at 960 * 64 / 320 = 192
     assert longest_side(data_yaml) == 960
     assert (summary.imgsz, summary.eval_imgsz, summary.eval_data) == (64, 192, str(data_yaml))
-    assert (tmp_path / "run" / "eval" / "data.yaml").is_file()
+    assert (tmp_path / "run" / EVAL_DIR / "data.yaml").is_file()
 
 
 def test_amp_check_needs_no_download():
