@@ -59,6 +59,7 @@ def _asset_side(home: Path, config: Path, epochs: int, imgsz: int) -> Path:
     """Materialize base_model through Dagster; its run folder."""
     import dagster as dg
 
+    from hoban_pipelines.assets.training import SCRATCH
     from hoban_pipelines.definitions import defs
 
     os.environ.update({"HOBAN_HOME": str(home), "HOBAN_CONFIG": str(config)})
@@ -69,16 +70,16 @@ def _asset_side(home: Path, config: Path, epochs: int, imgsz: int) -> Path:
         result = job.execute_in_process(
             instance=instance, run_config=run_config, asset_selection=[dg.AssetKey("base_model")], raise_on_error=True,
         )
-    return home / "runs" / "base_model" / result.run_id
+    return home / SCRATCH / "base_model" / result.run_id
 
 
 def _direct_side(run_dir: Path, work: Path) -> Path:
     """The same ultralytics call on the same files, without Dagster; its run folder."""
-    from hoban_pipelines.training.job import JOB_RECORD, cpu_threads, train_args
+    from hoban_pipelines.training.job import JOB_RECORD, SUMMARY_FILE, cpu_threads, train_args
     from hoban_pipelines.training.recipes import TrainRecipe
     from hoban_pipelines.training.view import build_training_view
 
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = json.loads((run_dir / SUMMARY_FILE).read_text())
     source = json.loads((run_dir / JOB_RECORD).read_text())["data_yaml"]
     view = summary["view"]
     data = build_training_view(
@@ -116,6 +117,7 @@ def _stdout_to_stderr():
 def run(*, epochs: int = EPOCHS, imgsz: int = IMGSZ, site_profile: str = "demo") -> dict[str, float]:
     """The figures; tests run it on the small site at a tiny size."""
     from hoban_pipelines.demo.install import install_site
+    from hoban_pipelines.training.job import RESULTS_CSV
 
     with tempfile.TemporaryDirectory(prefix="hoban-bench-train-") as scratch, _stdout_to_stderr():
         home = Path(scratch) / "home"
@@ -127,10 +129,10 @@ def run(*, epochs: int = EPOCHS, imgsz: int = IMGSZ, site_profile: str = "demo")
         for number, side in enumerate(ORDER):
             if side == "asset":
                 asset_dir = _asset_side(home, config, epochs, imgsz)
-                ends["asset"].append(_epoch_ends(asset_dir / "results.csv"))
+                ends["asset"].append(_epoch_ends(asset_dir / RESULTS_CSV))
             else:  # after an asset run: the direct side copies its settings
                 direct_dir = _direct_side(asset_dir, Path(scratch) / f"direct{number}")
-                ends["direct"].append(_epoch_ends(direct_dir / "results.csv"))
+                ends["direct"].append(_epoch_ends(direct_dir / RESULTS_CSV))
     counts = {side: [len(run_ends) for run_ends in runs] for side, runs in ends.items()}
     if any(count != epochs for runs in counts.values() for count in runs):
         raise RuntimeError(f"expected {epochs} epoch ends in every run, got {counts}")
