@@ -26,6 +26,15 @@ def hoban_home(tmp_path, monkeypatch) -> Path:
     return home
 
 
+@pytest.fixture
+def small_config(hoban_home, tmp_path, monkeypatch) -> Path:
+    """Settings for the `small` demo site and the one-epoch `test` training profile."""
+    config = tmp_path / "hoban.yaml"
+    config.write_text("demo_profile: small\ntrain_profile: test\n")
+    monkeypatch.setenv("HOBAN_CONFIG", str(config))
+    return config
+
+
 def _site(tmp_path_factory, profile: str) -> Path:
     from hoban_pipelines.demo.install import install_site
 

@@ -36,14 +36,6 @@ class FakeTerminal(io.StringIO):
 
 
 @pytest.fixture
-def small_config(hoban_home, tmp_path, monkeypatch):
-    config = tmp_path / "hoban.yaml"
-    config.write_text("demo_profile: small\ntrain_profile: test\n")
-    monkeypatch.setenv("HOBAN_CONFIG", str(config))
-    return config
-
-
-@pytest.fixture
 def no_bar_env(monkeypatch):
     for key in LOG_FRIENDLY_ENV:
         monkeypatch.delenv(key, raising=False)

@@ -36,14 +36,6 @@ def test_definitions_load_with_every_asset_and_check():
             "dataset_helmet_quick_classes_in_every_split"} <= checks
 
 
-@pytest.fixture
-def small_config(hoban_home, tmp_path, monkeypatch):
-    config = tmp_path / "hoban.yaml"
-    config.write_text("demo_profile: small\ntrain_profile: test\n")
-    monkeypatch.setenv("HOBAN_CONFIG", str(config))
-    return config
-
-
 def test_demo_runs_the_whole_graph_and_a_second_run_reuses_everything(small_config, hoban_home):
     lines: list[str] = []
     with dg.instance_for_test() as instance:
