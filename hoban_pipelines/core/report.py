@@ -8,7 +8,6 @@ numbers, small previews of the pictures); the CLI and the tests read the same ob
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 

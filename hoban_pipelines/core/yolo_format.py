@@ -200,13 +200,20 @@ def label_path(image: str) -> str:
     return str(Path("labels") / Path(image).with_suffix(".txt"))
 
 
+def with_normalised(boxes: pd.DataFrame) -> pd.DataFrame:
+    """Boxes in pixels (x1 y1 x2 y2 img_w img_h) with YOLO's normalised cx cy w h beside them."""
+    return boxes.assign(
+        cx=(boxes["x1"] + boxes["x2"]) / 2 / boxes["img_w"],
+        cy=(boxes["y1"] + boxes["y2"]) / 2 / boxes["img_h"],
+        w=(boxes["x2"] - boxes["x1"]) / boxes["img_w"],
+        h=(boxes["y2"] - boxes["y1"]) / boxes["img_h"],
+    )
+
+
 def label_lines(boxes: pd.DataFrame) -> list[str]:
     """YOLO label lines (``cls cx cy w h``, normalised) of boxes in pixels (x1 y1 x2 y2 img_w img_h cls)."""
-    cx = (boxes["x1"] + boxes["x2"]) / 2 / boxes["img_w"]
-    cy = (boxes["y1"] + boxes["y2"]) / 2 / boxes["img_h"]
-    w = (boxes["x2"] - boxes["x1"]) / boxes["img_w"]
-    h = (boxes["y2"] - boxes["y1"]) / boxes["img_h"]
-    return [f"{int(c)} {a:.6f} {b:.6f} {d:.6f} {e:.6f}" for c, a, b, d, e in zip(boxes["cls"], cx, cy, w, h)]
+    b = with_normalised(boxes)
+    return [f"{int(c)} {x:.6f} {y:.6f} {w:.6f} {h:.6f}" for c, x, y, w, h in zip(b["cls"], b["cx"], b["cy"], b["w"], b["h"])]
 
 
 def write_list_files(out_dir: Path, entries: pd.DataFrame, splits: tuple[str, ...] = (TRAIN, VAL)) -> dict[str, str]:

@@ -39,7 +39,9 @@ from hoban_pipelines.datasets import near_duplicates as dedup
 from hoban_pipelines.core import pictures as reports
 from hoban_pipelines.core.lake import link_or_copy
 from hoban_pipelines.core.report import BuildReport, Picture, Table
-from hoban_pipelines.core.yolo_format import SPLIT_KEYS, label_lines, label_path, list_yolo_dataset, write_data_yaml, write_list_files
+from hoban_pipelines.core.yolo_format import (
+    SPLIT_KEYS, label_lines, label_path, list_yolo_dataset, with_normalised, write_data_yaml, write_list_files,
+)
 from hoban_pipelines.datasets.grouping import Grouping, leakage_links
 from hoban_pipelines.datasets.split import grouped_stratified_split
 
@@ -74,7 +76,7 @@ class SourceSpec:
 
 @dataclass(frozen=True)
 class SourceData:
-    """One input dataset, already read into manifests (the columns ``yolo.py`` produces).
+    """One input dataset, already read into manifests (the columns ``core.yolo_format`` produces).
 
     ``images``: image (unique name, relative path inside the source), path (the file), width,
     height, sha256, optionally camera and timestamp. ``boxes``: image, cls (index into
@@ -575,7 +577,7 @@ def _write(out_dir: Path, final: pd.DataFrame, boxes: pd.DataFrame, removed: pd.
         target = out_dir / label
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    # "./" lines resolve against the list file's folder (ultralytics and yolo.py alike), so the
+    # "./" lines resolve against the list file's folder (ultralytics and core.yolo_format alike), so the
     # build stays valid after the staging folder is renamed into place
     splits = tuple(split for split, fraction in recipe.splits.items() if fraction > 0)
     listed = final.sort_values("path").assign(path=lambda frame: "./" + frame["path"])
@@ -658,16 +660,6 @@ def _pairs_within(pairs: list[tuple[int, int, float]], chosen: np.ndarray, pool_
     return [(int(position[i]), int(position[j]), s) for i, j, s in pairs if position[i] >= 0 and position[j] >= 0]
 
 
-def _with_yolo_geometry(boxes: pd.DataFrame) -> pd.DataFrame:
-    """Normalised centre and size columns, as yolo.py's manifests carry them."""
-    return boxes.assign(
-        cx=(boxes["x1"] + boxes["x2"]) / 2 / boxes["img_w"],
-        cy=(boxes["y1"] + boxes["y2"]) / 2 / boxes["img_h"],
-        w=(boxes["x2"] - boxes["x1"]) / boxes["img_w"],
-        h=(boxes["y2"] - boxes["y1"]) / boxes["img_h"],
-    )
-
-
 def build_recipe(sources: list[SourceData], recipe: DatasetRecipe, out_dir: Path) -> BuildReport:
     """Build ``recipe`` from ``sources`` into ``out_dir`` (an empty folder the caller publishes)."""
     out_dir = Path(out_dir)
@@ -696,7 +688,7 @@ def build_recipe(sources: list[SourceData], recipe: DatasetRecipe, out_dir: Path
     final["label_path"] = [label_path(name) for name in final["image"]]
     for index, name in enumerate(recipe.classes):
         final[f"boxes_{name}"] = per_image[chosen, index]
-    final_boxes = _with_yolo_geometry(boxes[boxes["image"].isin(final["image"])].reset_index(drop=True))
+    final_boxes = with_normalised(boxes[boxes["image"].isin(final["image"])].reset_index(drop=True))
 
     outliers = _outliers(final_boxes, recipe)
     counts["outliers"] = {

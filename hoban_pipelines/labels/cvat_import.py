@@ -28,7 +28,7 @@ from hoban_pipelines.cvat.reader import IMAGES_PREFIX, CvatFormatError, read_exp
 from hoban_pipelines.labels.label_map import LabelMap
 from hoban_pipelines.core.lake import file_sha256, link_or_copy
 from hoban_pipelines.core.report import BuildReport, Picture, Table
-from hoban_pipelines.core.yolo_format import TRAIN, VAL, label_lines, label_path, write_data_yaml
+from hoban_pipelines.core.yolo_format import TRAIN, VAL, label_lines, label_path, with_normalised, write_data_yaml
 
 # <camera>_<YYYYmmdd_HHMMSS> anywhere in the file name, as the team's recorders write it
 CAMERA_STAMP = re.compile(r"(?P<camera>[A-Za-z0-9-]+)_(?P<stamp>\d{8}_\d{6})")
@@ -233,13 +233,7 @@ def build_dataset(
         target.parent.mkdir(parents=True, exist_ok=True)
         lines = label_lines(by_image[name]) if name in by_image else []
         target.write_text("".join(line + "\n" for line in lines))
-    boxes = kept.assign(
-        cx=(kept["x1"] + kept["x2"]) / 2 / kept["img_w"],
-        cy=(kept["y1"] + kept["y2"]) / 2 / kept["img_h"],
-        w=(kept["x2"] - kept["x1"]) / kept["img_w"],
-        h=(kept["y2"] - kept["y1"]) / kept["img_h"],
-        origin="cvat:" + kept["part"] + ":" + kept["shape"],
-    )
+    boxes = with_normalised(kept).assign(origin="cvat:" + kept["part"] + ":" + kept["shape"])
     manifests = out_dir / "manifests"
     manifests.mkdir(parents=True, exist_ok=True)
     images.to_parquet(manifests / "images.parquet", index=False)

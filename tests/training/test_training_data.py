@@ -130,7 +130,7 @@ def test_only_large_images_are_tiled_and_label_free_tiles_thin_out(dataset, tmp_
     assert train_tiles == expected and 0 < len(expected) - 2 < 0.5 * len(all_names)
     assert view.background_tiles_dropped["train"] == len(all_names) - len(expected)
     assert view.entries["train"] == len(expected) + 1  # frame_b's 3 copies over its tiles: each kept tile once
-    again = build_training_view(dataset / "data.yaml", tmp_path / "again", tile=320, tile_over=1280, background_tiles=0.25)
+    build_training_view(dataset / "data.yaml", tmp_path / "again", tile=320, tile_over=1280, background_tiles=0.25)
     assert (tmp_path / "again" / "train.txt").read_text() == (root / "train.txt").read_text()  # a fixed draw
     none = build_training_view(dataset / "data.yaml", tmp_path / "none", tile=320, tile_over=1280, background_tiles=0.0)
     assert none.entries["train"] == 3 and none.background_tiles_dropped["train"] == 2 * per_frame - 2
