@@ -122,8 +122,6 @@ def report_metadata(details: dict[str, Any], root: Path, *, reused: bool = False
         elif isinstance(value, Picture):
             metadata[name] = picture_metadata(root / value.path, value.alt)
             metadata[f"{name}/file"] = dg.MetadataValue.path(str(root / value.path))
-        elif isinstance(value, dg.MetadataValue):
-            metadata[name] = value
         else:
             metadata[name] = dg.MetadataValue.json(value)
     return metadata

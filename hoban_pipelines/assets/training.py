@@ -85,16 +85,16 @@ def _train(
         remap=remap,
     )
     key = job.reuse_key(upstream)
-    published = None if retrain else store.find_version(asset, lambda info: (info.get("params") or {}).get("reuse_key") == key)
-    if published:
+    earlier = None if retrain else store.find_version(asset, lambda info: (info.get("params") or {}).get("reuse_key") == key)
+    if earlier:
         context.log.info(f"{asset}: this exact job (recipe, profile, upstream versions, device kind) is published as "
-                         f"{published.version}; reusing it instead of training again (run config retrain: true trains anew)")
-        root = published.resolve(store.home)
-        return lake_output(Published(handle=published, root=root, reused=True, report=model_report(root)))
+                         f"{earlier.version}; reusing it instead of training again (run config retrain: true trains anew)")
+        root = earlier.resolve(store.home)
+        return lake_output(Published(handle=earlier, root=root, reused=True, report=model_report(root)))
+    extras = job.as_extras()
     context.log.info(f"training {asset} with {recipe.name} ({configured.train_profile} profile) on {device}: "
-                     f"{json.dumps(job.as_extras()['recipe'])}")
-    pipes.run(context=context, command=[sys.executable, "-m", CHILD_MODULE], extras=job.as_extras(),
-              env={"YOLO_OFFLINE": "1"})
+                     f"{json.dumps(extras['recipe'])}")
+    pipes.run(context=context, command=[sys.executable, "-m", CHILD_MODULE], extras=extras, env={"YOLO_OFFLINE": "1"})
     published = publish(
         context, lake, lambda out: build_checkpoint(run_dir, out, job),
         params={"profile": configured.train_profile, "device": device, "reuse_key": key},

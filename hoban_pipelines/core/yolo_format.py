@@ -216,6 +216,20 @@ def label_lines(boxes: pd.DataFrame) -> list[str]:
     return [f"{int(c)} {x:.6f} {y:.6f} {w:.6f} {h:.6f}" for c, x, y, w, h in zip(b["cls"], b["cx"], b["cy"], b["w"], b["h"])]
 
 
+def write_label_file(path: Path, lines: list[str]) -> None:
+    """One image's label file (an empty file: an image without boxes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+
+
+def write_label_files(out_dir: Path, images: pd.DataFrame, boxes: pd.DataFrame) -> None:
+    """The label file of every image (``images``: image, label_path relative to ``out_dir``)
+    from its boxes in pixels (``boxes``: image, cls, x1 y1 x2 y2 img_w img_h)."""
+    by_image = dict(tuple(boxes.groupby("image", sort=False)))
+    for image, label in zip(images["image"], images["label_path"]):
+        write_label_file(Path(out_dir) / label, label_lines(by_image[image]) if image in by_image else [])
+
+
 def write_list_files(out_dir: Path, entries: pd.DataFrame, splits: tuple[str, ...] = (TRAIN, VAL)) -> dict[str, str]:
     """``<split>.txt`` per split: each entry's ``path`` once, or ``copies`` times (oversampling).
 

@@ -40,7 +40,7 @@ from hoban_pipelines.core import pictures as reports
 from hoban_pipelines.core.lake import link_or_copy
 from hoban_pipelines.core.report import BuildReport, Picture, Table
 from hoban_pipelines.core.yolo_format import (
-    SPLIT_KEYS, label_lines, label_path, list_yolo_dataset, with_normalised, write_data_yaml, write_list_files,
+    SPLIT_KEYS, label_path, list_yolo_dataset, with_normalised, write_data_yaml, write_label_files, write_list_files,
 )
 from hoban_pipelines.datasets.grouping import Grouping, leakage_links
 from hoban_pipelines.datasets.split import grouped_stratified_split
@@ -571,12 +571,7 @@ def _write(out_dir: Path, final: pd.DataFrame, boxes: pd.DataFrame, removed: pd.
     linked = 0
     for source_path, path in zip(final["source_path"], final["path"]):
         linked += link_or_copy(Path(source_path), out_dir / path)
-    by_image = dict(tuple(boxes.groupby("image", sort=False)))
-    for image, label in zip(final["image"], final["label_path"]):
-        lines = label_lines(by_image[image]) if image in by_image else []
-        target = out_dir / label
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    write_label_files(out_dir, final, boxes)
     # "./" lines resolve against the list file's folder (ultralytics and core.yolo_format alike), so the
     # build stays valid after the staging folder is renamed into place
     splits = tuple(split for split, fraction in recipe.splits.items() if fraction > 0)

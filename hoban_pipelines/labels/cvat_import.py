@@ -28,7 +28,7 @@ from hoban_pipelines.cvat.reader import IMAGES_PREFIX, CvatFormatError, read_exp
 from hoban_pipelines.labels.label_map import LabelMap
 from hoban_pipelines.core.lake import file_sha256, link_or_copy
 from hoban_pipelines.core.report import BuildReport, Picture, Table
-from hoban_pipelines.core.yolo_format import TRAIN, VAL, label_lines, label_path, with_normalised, write_data_yaml
+from hoban_pipelines.core.yolo_format import TRAIN, VAL, label_path, with_normalised, write_data_yaml, write_label_files
 
 # <camera>_<YYYYmmdd_HHMMSS> anywhere in the file name, as the team's recorders write it
 CAMERA_STAMP = re.compile(r"(?P<camera>[A-Za-z0-9-]+)_(?P<stamp>\d{8}_\d{6})")
@@ -227,12 +227,7 @@ def build_dataset(
         hashes.append(file_sha256(dest))
     images["path"], images["sha256"], images["split"] = paths, hashes, None
     images["label_path"] = [label_path(name) for name in images["image"]]
-    by_image = dict(tuple(kept.groupby("image", sort=False)))
-    for name, label in zip(images["image"], images["label_path"]):
-        target = out_dir / label
-        target.parent.mkdir(parents=True, exist_ok=True)
-        lines = label_lines(by_image[name]) if name in by_image else []
-        target.write_text("".join(line + "\n" for line in lines))
+    write_label_files(out_dir, images, kept)
     boxes = with_normalised(kept).assign(origin="cvat:" + kept["part"] + ":" + kept["shape"])
     manifests = out_dir / "manifests"
     manifests.mkdir(parents=True, exist_ok=True)

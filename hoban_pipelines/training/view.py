@@ -40,7 +40,7 @@ import cv2
 import yaml
 
 from hoban_pipelines.core.lake import link_or_copy, publish_directory
-from hoban_pipelines.core.yolo_format import YoloFormatError, image_size, list_yolo_dataset, parse_label_file
+from hoban_pipelines.core.yolo_format import YoloFormatError, image_size, list_yolo_dataset, parse_label_file, write_label_file
 
 TILE_OVERLAP = 0.2
 MIN_VISIBLE = 0.5
@@ -217,7 +217,7 @@ def _view_image(
         name = f"{stem}{source.suffix.lower()}"
         link_or_copy(source, staging / "images" / split / name)
         lines, cut = clip_boxes(boxes, width, height, whole)
-        _write_labels(staging / "labels" / split / f"{stem}.txt", lines)
+        write_label_file(staging / "labels" / split / f"{stem}.txt", lines)
         return _ViewedImage([name], 1, len(lines), cut)
     pixels = cv2.imread(str(source), cv2.IMREAD_COLOR)
     if pixels is None:
@@ -231,15 +231,10 @@ def _view_image(
             continue
         cv2.imwrite(str(staging / "images" / split / f"{name}.jpg"), pixels[y0:y1, x0:x1],
                     [cv2.IMWRITE_JPEG_QUALITY, TILE_JPEG_QUALITY])
-        _write_labels(staging / "labels" / split / f"{name}.txt", lines)
+        write_label_file(staging / "labels" / split / f"{name}.txt", lines)
         names.append(f"{name}.jpg")
         kept, cut = kept + len(lines), cut + tile_cut
     return _ViewedImage(names, len(grid), kept, cut)
-
-
-def _write_labels(path: Path, lines: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{line}\n" for line in lines))
 
 
 def _summary_from_record(out_dir: Path, view: dict) -> ViewSummary:
