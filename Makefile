@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export HOBAN_HOME ?= $(CURDIR)/.hoban
 export YOLO_OFFLINE := 1
+export YOLO_AUTOINSTALL := false
 export YOLO_CONFIG_DIR ?= $(HOBAN_HOME)/ultralytics
 export MPLBACKEND := Agg
 

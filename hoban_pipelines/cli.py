@@ -21,8 +21,13 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from hoban_pipelines.labels.cvat_import import DatasetError
     from hoban_pipelines.demo.install import SiteExistsError
     from hoban_pipelines.labels.label_map import LabelMapError
+    from hoban_pipelines.core.yolo_format import YoloFormatError
+    from hoban_pipelines.evaluation.engine import EvaluationError
+    from hoban_pipelines.evaluation.slicing import SlicingError
+    from hoban_pipelines.training.recipes import TrainingError
 
-    return (ConfigError, LakeError, SiteExistsError, RleError, CvatFormatError, DatasetError, LabelMapError, FileExistsError)
+    return (ConfigError, LakeError, SiteExistsError, RleError, CvatFormatError, DatasetError, LabelMapError,
+            FileExistsError, EvaluationError, YoloFormatError, SlicingError, TrainingError)
 
 
 class UserErrorGroup(click.Group):
@@ -204,6 +209,126 @@ def dedup_frozen(folder: Path, threshold: float | None) -> None:
     }, indent=2))
 
 
+def _image_list(source: Path) -> list[tuple[str, Path]]:
+    """(name, path) of the frames a user named: a YOLO dataset folder (its val split, named as the
+    evaluation names them), a folder of images (names relative to it) or a .txt list of paths
+    (relative ones relative to the list)."""
+    from hoban_pipelines.core.yolo_format import IMAGE_SUFFIXES
+    from hoban_pipelines.evaluation.engine import EvaluationError
+    from hoban_pipelines.evaluation.predictions import evaluation_set
+
+    if source.is_dir() and (source / "data.yaml").is_file():
+        return evaluation_set(source).images
+    if source.is_dir():
+        found = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        images = [(str(p.relative_to(source)), p) for p in found]
+    else:
+        lines = [line.strip() for line in source.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        paths = [Path(line) if Path(line).is_absolute() else source.parent / line for line in lines]
+        images = [(str(p), p) for p in paths]
+    if not images:
+        raise EvaluationError(f"{source} names no images ({', '.join(IMAGE_SUFFIXES)}): point --images at a folder "
+                              "of frames, a YOLO dataset folder or a .txt list of image paths")
+    return images
+
+
+@main.command("predict-sliced")
+@click.option("--model", "model", required=True, type=click.Path(exists=True, path_type=Path),
+              help="A checkpoint (.pt), an exported model (.onnx), or a model version folder from the lake.")
+@click.option("--images", "images", required=True, type=click.Path(exists=True, path_type=Path),
+              help="A folder of frames, a YOLO dataset folder (its val split) or a .txt list of image paths.")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="The .parquet file to write.")
+@click.option("--backend", type=click.Choice(["torch", "onnx"]), default=None,
+              help="torch (a .pt) or onnx (an .onnx, or a .pt exported on the fly); default: by the model file.")
+@click.option("--slice", "slice_size", type=int, default=0, show_default=True,
+              help="Tile size in px; 0: the size the model trained on.")
+@click.option("--overlap", type=float, default=0.2, show_default=True, help="Share of a tile its neighbour repeats.")
+@click.option("--full-imgsz", type=int, default=0, show_default=True,
+              help="Image size of the full-image pass the gate needs; 0: the model's own scale for whole frames.")
+@click.option("--conf-floor", type=float, default=0.05, show_default=True, help="Lowest confidence kept.")
+@click.option("--batch", type=int, default=16, show_default=True, help="Tiles a forward, across frames.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, or a CUDA device (0, cuda:0).")
+@click.option("--threads", type=int, default=0, show_default=True, help="CPU threads; 0: every core.")
+@click.option("--replace", is_flag=True, help="Overwrite --out if it exists.")
+def predict_sliced(model: Path, images: Path, out: Path, backend: str | None, slice_size: int, overlap: float,
+                   full_imgsz: int, conf_floor: float, batch: int, device: str, threads: int, replace: bool) -> None:
+    """Sliced (and full-image) inference over frames: every raw detection to one Parquet file."""
+    import tempfile
+
+    from hoban_pipelines.evaluation import builds
+    from hoban_pipelines.evaluation.engine import InferenceSettings, load_onnx_detector, load_torch_detector
+    from hoban_pipelines.evaluation.export import export_onnx
+    from hoban_pipelines.evaluation.predictions import predict_to_file
+    from hoban_pipelines.training.job import BEST_WEIGHTS, resolve_device
+
+    if out.exists() and not replace:
+        raise FileExistsError(f"{out} exists; pass --replace to overwrite it, or choose another --out")
+    device = resolve_device(device)
+    version = model if model.is_dir() else None
+    weights = model / BEST_WEIGHTS if version else model
+    backend = backend or ("onnx" if weights.suffix == ".onnx" else "torch")
+    with tempfile.TemporaryDirectory(prefix="hoban-predict-") as scratch:
+        if backend == "onnx" and weights.suffix != ".onnx":
+            click.echo(f"exporting {weights} to ONNX ...", err=True)
+            export_onnx(weights, Path(scratch), imgsz=load_torch_detector(weights).trained_imgsz)
+            weights = Path(scratch) / "model.onnx"
+        detector = (load_onnx_detector(weights, device=device, threads=threads) if backend == "onnx"
+                    else load_torch_detector(weights, device, threads))
+        if version:
+            settings = builds.model_defaults(version, slice_size, full_imgsz, overlap, conf_floor)
+        else:
+            imgsz = detector.trained_imgsz
+            settings = InferenceSettings(slice_size=slice_size or imgsz, imgsz=imgsz, full_imgsz=full_imgsz or imgsz,
+                                         overlap=overlap, conf_floor=conf_floor)
+        frames = _image_list(images)
+        click.echo(f"{len(frames)} frames, {settings.as_dict()}, {backend} on {detector.device_name}", err=True)
+        staging = out.with_name(f".{out.name}.partial")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        built = predict_to_file(detector, frames, settings, staging, batch=batch, about={"model": str(model)})
+        os.replace(staging, out)
+    for warning in built.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(json.dumps({"out": str(out), **built.counts, "ms_per_frame": built.details["ms_per_frame"]}))
+
+
+@main.command("evaluate")
+@click.option("--predictions", "predictions", required=True, type=click.Path(exists=True, path_type=Path),
+              help="A .parquet file written by predict-sliced (or a sliced_predictions version folder).")
+@click.option("--labels", "labels", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The YOLO dataset folder (data.yaml) with the ground truth; frames pair by file path.")
+@click.option("--split", default="val", show_default=True, help="The dataset's split to score on.")
+@click.option("--conf", type=float, default=0.5, show_default=True, help="Confidence threshold.")
+@click.option("--postprocess", "merge", default="NMS/IOS/0.4", show_default=True,
+              help="Cross-tile merge: METHOD/METRIC/THRESHOLD (NMS, NMM, GREEDYNMM; IOU, IOS).")
+@click.option("--gate", default="", help="The full-image gate as CONF/RADIUS (the team's: 0.2/40); empty: none.")
+@click.option("--sweep", is_flag=True, help="Also run every sweep and print the setting the default policy adopts.")
+def evaluate_command(predictions: Path, labels: Path, split: str, conf: float, merge: str, gate: str,
+                     sweep: bool) -> None:
+    """Score cached sliced predictions against ground truth: P, R, F1, TP/FP/FN, mAP, sizes, FP kinds."""
+    import tempfile
+    from dataclasses import asdict
+
+    from hoban_pipelines.evaluation import builds, sweeps
+    from hoban_pipelines.evaluation.engine import EvaluationError
+    from hoban_pipelines.evaluation.gate import Gate
+    from hoban_pipelines.evaluation.postprocess import Postprocess
+
+    try:
+        method, metric, threshold = merge.split("/")
+        postprocess = Postprocess(method.upper(), metric.upper(), float(threshold))
+        chosen_gate = Gate(*map(float, gate.split("/"))) if gate else None
+    except ValueError as exc:
+        raise EvaluationError(f"--postprocess {merge!r} / --gate {gate!r}: {exc}") from None
+    evaluation = builds.Evaluation.load(predictions, labels, str(predictions), str(labels), split=split)
+    scores = evaluation.score(sweeps.Setting(conf, postprocess, chosen_gate))
+    result = {"frames": len(evaluation.frames), "unreadable": evaluation.unreadable, **asdict(scores)}
+    if sweep:
+        with tempfile.TemporaryDirectory(prefix="hoban-evaluate-") as scratch:
+            result["settings_scored"], result["adopted"] = builds.build_all_sweeps(evaluation, Path(scratch),
+                                                                                   sweeps.Policy())
+    click.echo(json.dumps(result, indent=2, default=str))
+
+
 @main.group("bench")
 def bench_group() -> None:
     """Benchmarks; each prints its figures as JSON."""
@@ -237,13 +362,34 @@ def bench_train(as_json: bool) -> None:
     click.echo(json.dumps(train.run()))
 
 
+@bench_group.command("sliced")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the only output format).")
+@click.option("--frames", default=8, show_default=True, help="1920x1080 demo frames to run.")
+@click.option("--threads", default=0, show_default=True, help="torch / onnxruntime threads on every side; 0: every core.")
+def bench_sliced(as_json: bool, frames: int, threads: int) -> None:
+    """sahi against our engine (torch, onnx) and the bare torch forward, 640 tiles, one run."""
+    from hoban_pipelines.bench import sliced
+
+    click.echo(json.dumps(sliced.run(frames=frames, threads=threads)))
+
+
+@bench_group.command("sweep")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the only output format).")
+@click.option("--frames", default=12, show_default=True, help="Demo frames in the inference pass.")
+def bench_sweep(as_json: bool, frames: int) -> None:
+    """The whole sweep set from one cache against the inference pass that fills it."""
+    from hoban_pipelines.bench import sweep
+
+    click.echo(json.dumps(sweep.run(frames=frames)))
+
+
 @bench_group.command("all")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the only output format).")
 def bench_all(as_json: bool) -> None:
-    """Every benchmark, one JSON line each: {"cvat": {...}}, {"mix": {...}}, {"train": {...}}."""
-    from hoban_pipelines.bench import cvat, mix, train
+    """Every benchmark, one JSON line each: {"cvat": {...}}, {"mix": {...}}, {"train": {...}}, {"sliced": ...}, {"sweep": ...}."""
+    from hoban_pipelines.bench import cvat, mix, sliced, sweep, train
 
-    for name, bench in (("cvat", cvat), ("mix", mix), ("train", train)):
+    for name, bench in (("cvat", cvat), ("mix", mix), ("train", train), ("sliced", sliced), ("sweep", sweep)):
         click.echo(json.dumps({name: bench.run()}))
 
 

@@ -21,9 +21,11 @@ import dagster as dg
 
 from hoban_pipelines.core.settings import PROJECT_ROOT, Settings, hoban_home, load_settings
 from hoban_pipelines.definitions import defs
-from hoban_pipelines.jobs import demo_site_job, observe_inputs_job, pipeline_job
+from hoban_pipelines.assets.evaluation import DEFAULT_MODEL
+from hoban_pipelines.jobs import demo_site_job, evaluation_job, observe_inputs_job, pipeline_job
 
-DEMO_JOBS = (demo_site_job.name, observe_inputs_job.name, pipeline_job.name)
+DEMO_JOBS = (demo_site_job.name, observe_inputs_job.name, pipeline_job.name, evaluation_job.name)
+DEMO_PARTITIONS = {evaluation_job.name: DEFAULT_MODEL}  # the demo evaluates its go2k_v2
 TAG_PREFIX = "hoban/"
 UNKNOWN_COMMIT = "unknown"
 
@@ -263,6 +265,7 @@ def run_demo(
         demo_site_job.name: {"ops": {"demo_site": {"config": {"replace": replace_site}}}, **quiet},
         observe_inputs_job.name: quiet,
         pipeline_job.name: quiet,
+        evaluation_job.name: quiet,
     }
     selected = [job for job in (defs.resolve_job_def(name) for name in jobs) if job.asset_layer.executable_asset_keys]
     width = max([len(key.to_user_string()) for job in selected for key in job.asset_layer.executable_asset_keys] or [0])
@@ -274,11 +277,12 @@ def run_demo(
         warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=".*expected_writer_count.*")
         for job in selected:
             run_id = str(uuid.uuid4())
-            echo(f"running {job.name} (run {run_id[:8]}) ...")
+            partition = DEMO_PARTITIONS.get(job.name)
+            echo(f"running {job.name}{f' for {partition}' if partition else ''} (run {run_id[:8]}) ...")
             instance.add_event_listener(run_id, RunReport(job, width).listener(echo))
             result = job.execute_in_process(
                 instance=instance, run_config=run_configs.get(job.name, quiet), raise_on_error=False,
-                run_id=run_id, tags=tags,
+                run_id=run_id, tags=tags, partition_key=partition,
             )
             reports.append(run_report(instance, result.run_id, job, width))
             if not result.success:

@@ -20,13 +20,15 @@ EXPECTED_ASSETS = {
     "dataset_helmet_quick", "base_model", "model_go2k_finetune_sgd", "model_go2k_finetune_adamw", "model_go2k_v2",
     "model_go2k_v3", "model_comparison",
 }
+EVALUATION_ASSETS = {"model_export", "sliced_predictions", "conf_sweep", "postprocess_sweep", "gate_sweep",
+                     "inference_config", "model_report_card"}
 
 
 def test_definitions_load_with_every_asset_and_check():
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert EXPECTED_ASSETS <= keys
+    assert EXPECTED_ASSETS | EVALUATION_ASSETS <= keys
     checks = {key.name for key in graph.asset_check_keys}
     assert {"go2k_manual_boxes_inside_images", "go2k_manual_classes_valid",
             "go2k_manual_no_duplicate_content", "go2k_manual_files_present", "go2k_split_no_leakage",
@@ -79,10 +81,22 @@ def test_demo_runs_the_whole_graph_and_a_second_run_reuses_everything(small_conf
         scratch = next((hoban_home / "runs" / "model_go2k_v2").iterdir())
         assert (scratch / "weights" / "last.pt").is_file() and not (scratch / "data").exists()
         assert (model_dir / "weights" / "best.pt").is_file() and (model_dir / "curves.png").is_file()
+        # the demo evaluates its go2k_v2: one partition of every evaluation asset, computed from that model
+        for key in EVALUATION_ASSETS:
+            event = instance.get_latest_materialization_event(dg.AssetKey(key))
+            assert event is not None and event.asset_materialization.partition == "model_go2k_v2", key
+        cache = instance.get_latest_materialization_event(dg.AssetKey("sliced_predictions")).asset_materialization
+        assert cache.metadata["upstream"].value["model_go2k_v2"] == model.metadata["version"].value
+        assert cache.metadata["upstream"].value["go2k_split"] == split_version
+        adopted = instance.get_latest_materialization_event(dg.AssetKey("inference_config")).asset_materialization
+        assert adopted.metadata["policy"].value.startswith("precision_at_recall")
         comparison = instance.get_latest_materialization_event(dg.AssetKey("model_comparison")).asset_materialization
-        compared = {record.data["model"] for record in comparison.metadata["models"].records}
-        assert {"model_go2k_finetune_adamw", "model_go2k_v3"} <= compared
+        compared = {record.data["model"]: record.data for record in comparison.metadata["models"].records}
+        assert {"model_go2k_finetune_adamw", "model_go2k_v3"} <= set(compared)
         assert isinstance(comparison.metadata["per_class"], dg.TableMetadataValue)
+        # the sliced columns for the evaluated model only
+        assert "sliced_f1" in compared["model_go2k_v2"] and compared["model_go2k_v2"]["onnx_ms_per_frame"] > 0
+        assert compared["model_go2k_v3"].get("sliced_f1") is None
         recipe = instance.get_latest_materialization_event(dg.AssetKey("dataset_helmet_quick")).asset_materialization
         assert recipe.metadata["upstream"].value["go2k_manual"] == version
         assert any("quota 400" in w for w in recipe.metadata["warnings"].value)
@@ -93,10 +107,11 @@ def test_demo_runs_the_whole_graph_and_a_second_run_reuses_everything(small_conf
         site = instance.get_latest_materialization_event(dg.AssetKey("demo_site")).asset_materialization
         assert site.metadata["status"].value == "up to date"
         # the same jobs on the same upstream versions are not trained again
-        for asset in ("base_model", "model_go2k_v2"):
+        for asset in ("base_model", "model_go2k_v2", "model_export", "sliced_predictions"):
             rerun = instance.get_latest_materialization_event(dg.AssetKey(asset)).asset_materialization
             assert rerun.metadata["reused_version"].value is True, asset
-            assert isinstance(rerun.metadata["val/mAP50"].value, float)
+            key = "count/frames" if asset == "sliced_predictions" else "version"
+            assert rerun.metadata[key].value, asset
         assert len(list((hoban_home / "runs" / "model_go2k_v2").iterdir())) == 1
     assert any("done." in line for line in lines)
 

@@ -16,6 +16,7 @@ pictures are already in the event log once, on the materialization that first pu
 from __future__ import annotations
 
 import base64
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,7 +137,7 @@ def table_metadata(table: Table) -> dg.TableMetadataValue:
     """A Dagster table with a schema (column types from the values); floats rounded for display."""
     def cell(value: Any) -> Any:
         if isinstance(value, float):
-            return round(value, 3)
+            return None if math.isnan(value) else round(value, 3)  # a missing value (pandas' NaN) shows empty
         if value is None or isinstance(value, (bool, int, str)):
             return value
         return str(value)

@@ -22,7 +22,7 @@ from hoban_pipelines.core.lake import LakeHandle
 from hoban_pipelines.resources import LakeResource, SettingsResource, YoloRuntime
 from hoban_pipelines.training.job import BEST_WEIGHTS, TrainJob, load_checkpoint, remove_views, resolve_device
 from hoban_pipelines.training.recipes import RECIPES, TrainRecipe
-from hoban_pipelines.training.report import build_base_checkpoint, build_checkpoint, build_comparison, model_report
+from hoban_pipelines.training.report import build_base_checkpoint, build_checkpoint, model_report
 
 SCRATCH = "runs"  # under HOBAN_HOME: ultralytics' working folders, kept for resuming
 SCAFFOLD = "yolov8n.yaml"  # what the demo's base model is built from (no pretrained weights offline)
@@ -94,7 +94,8 @@ def _train(
     extras = job.as_extras()
     context.log.info(f"training {asset} with {recipe.name} ({configured.train_profile} profile) on {device}: "
                      f"{json.dumps(extras['recipe'])}")
-    pipes.run(context=context, command=[sys.executable, "-m", CHILD_MODULE], extras=extras, env={"YOLO_OFFLINE": "1"})
+    pipes.run(context=context, command=[sys.executable, "-m", CHILD_MODULE], extras=extras,
+              env={"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "false"})
     published = publish(
         context, lake, lambda out: build_checkpoint(run_dir, out, job),
         params={"profile": configured.train_profile, "device": device, "reuse_key": key},
@@ -164,16 +165,3 @@ def model_asset(asset: str, recipe_name: str, data_asset: str) -> dg.AssetsDefin
 
 
 model_assets = [model_asset(asset, recipe, data) for asset, (recipe, data) in MODELS.items()]
-
-
-@dg.asset(
-    group_name="models", kinds={"pandas"}, code_version="1",
-    ins={name: dg.AssetIn(name) for name in ["base_model", *MODELS]},
-)
-def model_comparison(context: dg.AssetExecutionContext, lake: LakeResource, **models: LakeHandle) -> dg.Output[LakeHandle]:
-    """Every model's validation metrics side by side, overall and per class, like the team's table."""
-    home = lake.get().home
-    return lake_output(publish(
-        context, lake, lambda out: build_comparison({name: handle.resolve(home) for name, handle in models.items()}, out),
-        upstream={name: handle.version for name, handle in models.items()},
-    ))

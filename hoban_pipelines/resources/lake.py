@@ -17,6 +17,25 @@ def _home(configured: str | None) -> Path:
     return Path(configured).expanduser().resolve() if configured else hoban_home()
 
 
+def _record(home: Path, key: dg.AssetKey, partition: str | None) -> Path:
+    base = home / "handles" / Path(*key.path)
+    return base / f"{partition}.json" if partition else base.with_suffix(".json")
+
+
+def _load(home: Path, key: dg.AssetKey, partition: str | None) -> LakeHandle:
+    record = _record(home, key, partition)
+    name = key.to_user_string() + (f" partition {partition}" if partition else "")
+    if not record.is_file():
+        raise LakeError(f"{name} has no materialization in {home} ({record} missing): materialize it first")
+    handle = LakeHandle.from_json(record.read_text(), str(record))
+    if not handle.resolve(home).is_dir():
+        raise LakeError(
+            f"{name} version {handle.version} is missing from the lake "
+            f"({handle.resolve(home)}): rematerialize {key.to_user_string()}"
+        )
+    return handle
+
+
 class LakeResource(dg.ConfigurableResource):
     """The storage root. Leave ``home`` empty to use ``$HOBAN_HOME`` (default ``./.hoban``)."""
 
@@ -25,15 +44,17 @@ class LakeResource(dg.ConfigurableResource):
     def get(self) -> Lake:
         return Lake(_home(self.home))
 
+    def recorded(self, asset: str, partition: str | None = None) -> LakeHandle:
+        """The handle Dagster recorded for ``asset``'s latest materialization: what an input of it
+        would load. For an asset whose upstream is chosen by its partition (the model an
+        evaluation partition names), where a declared input cannot say which."""
+        return _load(_home(self.home), dg.AssetKey.from_user_string(asset), partition)
+
 
 class LakeHandleIOManager(dg.ConfigurableIOManager):
     """Persists ``LakeHandle`` outputs as small JSON records and loads them for inputs."""
 
     home: str | None = None
-
-    def _record(self, key: dg.AssetKey, partition: str | None) -> Path:
-        base = _home(self.home) / "handles" / Path(*key.path)
-        return base / f"{partition}.json" if partition else base.with_suffix(".json")
 
     def handle_output(self, context: dg.OutputContext, obj: LakeHandle) -> None:
         if not isinstance(obj, LakeHandle):
@@ -42,26 +63,14 @@ class LakeHandleIOManager(dg.ConfigurableIOManager):
                 "assets on the lake return a LakeHandle"
             )
         partition = context.partition_key if context.has_partition_key else None
-        write_text_atomic(self._record(context.asset_key, partition), obj.to_json())
-
-    def _load(self, key: dg.AssetKey, partition: str | None) -> LakeHandle:
-        record = self._record(key, partition)
-        name = key.to_user_string() + (f" partition {partition}" if partition else "")
-        if not record.is_file():
-            raise LakeError(f"{name} has no materialization in {_home(self.home)} ({record} missing): materialize it first")
-        handle = LakeHandle.from_json(record.read_text(), str(record))
-        if not handle.resolve(_home(self.home)).is_dir():
-            raise LakeError(
-                f"{name} version {handle.version} is missing from the lake "
-                f"({handle.resolve(_home(self.home))}): rematerialize {key.to_user_string()}"
-            )
-        return handle
+        write_text_atomic(_record(_home(self.home), context.asset_key, partition), obj.to_json())
 
     def load_input(self, context: dg.InputContext) -> LakeHandle | dict[str, LakeHandle]:
         key = context.asset_key
+        home = _home(self.home)
         if not context.has_asset_partitions:
-            return self._load(key, None)
+            return _load(home, key, None)
         partitions = context.asset_partition_keys
         if context.has_partition_key and len(partitions) == 1:
-            return self._load(key, partitions[0])
-        return {p: self._load(key, p) for p in partitions}
+            return _load(home, key, partitions[0])
+        return {p: _load(home, key, p) for p in partitions}

@@ -61,12 +61,18 @@ def build_base_checkpoint(checkpoint: CheckpointInfo, out_dir: Path) -> BuildRep
     )
 
 
-def build_comparison(models: dict[str, Path], out_dir: Path) -> BuildReport:
+def build_comparison(models: dict[str, Path], out_dir: Path, extra: dict[str, dict] | None = None) -> BuildReport:
     """Every model version's metrics side by side (``models``: asset -> version folder), as a
-    CSV, a plot and tables; a model without a summary (a configured checkpoint) is left out."""
+    CSV, a plot and tables; a model without a summary (a configured checkpoint) is left out.
+    ``extra``: more columns of a model's overall row (model -> column -> value), such as the
+    sliced evaluation's figures."""
     summaries = {name: json.loads((root / SUMMARY_FILE).read_text())
                  for name, root in models.items() if (root / SUMMARY_FILE).is_file()}
     table = comparison_table(summaries)
+    for model, columns in (extra or {}).items():
+        overall = (table["model"] == model) & (table["class"] == "all")
+        for column, value in columns.items():
+            table.loc[overall, column] = value
     table.to_csv(Path(out_dir) / COMPARISON_CSV, index=False)
     comparison_plot(table, Path(out_dir) / COMPARISON_PNG)
     rows = table.to_dict("records")
