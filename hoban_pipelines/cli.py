@@ -375,12 +375,11 @@ def bench_sliced(as_json: bool, frames: int, threads: int) -> None:
 
 @bench_group.command("sweep")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the only output format).")
-@click.option("--frames", default=12, show_default=True, help="Demo frames in the inference pass.")
-def bench_sweep(as_json: bool, frames: int) -> None:
-    """The whole sweep set from one cache against the inference pass that fills it."""
+def bench_sweep(as_json: bool) -> None:
+    """The whole sweep set from one cache against the inference pass that fills it (the demo's go2k_v2; run make demo first)."""
     from hoban_pipelines.bench import sweep
 
-    click.echo(json.dumps(sweep.run(frames=frames)))
+    click.echo(json.dumps(sweep.run()))
 
 
 @bench_group.command("all")

@@ -116,9 +116,12 @@ class Detector:
 
         if not images:
             return []
-        same_shapes = len({image.shape for image in images}) == 1
-        letterbox = LetterBox(imgsz, auto=same_shapes, stride=self.stride)
-        batch = np.stack([letterbox(image=image) for image in images])
+        shapes = {image.shape for image in images}
+        if shapes == {(imgsz, imgsz, 3)}:  # a tile at its own size: the letterbox would be a copy of it
+            batch = np.stack(images)
+        else:
+            letterbox = LetterBox(imgsz, auto=len(shapes) == 1, stride=self.stride)
+            batch = np.stack([letterbox(image=image) for image in images])
         tensor = torch.from_numpy(np.ascontiguousarray(batch[..., ::-1].transpose(0, 3, 1, 2)))  # BGR HWC -> RGB CHW
         with torch.inference_mode():
             tensor = tensor.to(self._torch_device).float().div_(255)
@@ -259,8 +262,14 @@ def read_frame(image: str, path: Path) -> Frame:
     return Frame(image, Path(path), pixels, 3)
 
 
-def read_frames(images: Iterable[tuple[str, Path]]) -> Iterator[Frame]:
-    """The frames in order, decoded ``PREFETCH`` ahead in a thread so the model never waits on a JPEG."""
+def read_frames(images: Iterable[tuple[str, Path]], prefetch: bool = True) -> Iterator[Frame]:
+    """The frames in order; with ``prefetch``, decoded ``PREFETCH`` ahead in a thread so a GPU never
+    waits on a JPEG. On a CPU whose every core runs the model a decoding thread would only take
+    turns with it, so frames are decoded in line there."""
+    if not prefetch:
+        for image, path in images:
+            yield read_frame(image, Path(path))
+        return
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = []
         for image, path in images:
@@ -344,7 +353,7 @@ def run_pass(detector: Detector, images: Iterable[tuple[str, Path]], settings: I
     size = max(1, batch * settings.imgsz ** 2 // imgsz ** 2) if full_image else batch
     batcher = _Batcher(detector, imgsz, settings.conf_floor, settings.tile_iou, settings.max_det, size, sink)
     started = time.perf_counter()
-    for done, frame in enumerate(read_frames(images), start=1):
+    for done, frame in enumerate(read_frames(images, prefetch=detector.device != "cpu"), start=1):
         if frame.pixels is None:
             frame_rows.append({"image": frame.image, "path": str(frame.path), "width": 0, "height": 0, "channels": 0,
                                "tiles": 0, "status": frame.status})

@@ -278,6 +278,43 @@ def match(
     return Matching(iou=float(iou), detections=matched_detections, truth=matched_truth)
 
 
+@dataclass(frozen=True)
+class SubsetScores:
+    """One subset's counts from ``score_subsets``; ``sizes`` as in ``Scores``."""
+
+    tp: int
+    fp: int
+    fn: int
+    precision: float
+    recall: float
+    f1: float
+    sizes: list[dict]
+
+
+def score_subsets(
+    detections: pd.DataFrame, truth: pd.DataFrame, images: Sequence[str], keeps: Sequence[np.ndarray],
+    iou: float = 0.5, size_edges: Sequence[float] = SIZE_EDGES,
+) -> list[SubsetScores]:
+    """TP/FP/FN, P/R/F1 and recall by size of each subset of ``detections`` (a boolean mask per subset, in row
+    order), each matched on its own: what ``score`` gives for ``detections[keep]``, without mAP.
+
+    One scene serves every subset: a subset's greedy matching needs only the pairs of its kept detections, in the
+    same rank order, so the overlaps are found once (a gate sweep scores 49 subsets of one merged set)."""
+    scene = _scene(detections, truth, images)
+    candidates = scene.same_class & (scene.pair_iou >= iou)
+    results = []
+    for keep in keeps:
+        keep = np.asarray(keep, bool)
+        taken = _greedy(scene, candidates & keep[scene.pair_det])
+        matched = np.zeros(scene.n_truth, bool)
+        matched[taken[taken >= 0]] = True
+        tp = int((taken >= 0).sum())
+        fp, fn = int(keep.sum()) - tp, scene.n_truth - tp
+        precision, recall, f1 = (float(v) for v in _prf(tp, fp, fn))
+        results.append(SubsetScores(tp, fp, fn, precision, recall, f1, _sizes(scene, matched, size_edges)))
+    return results
+
+
 def counts_by_conf(matching: Matching, thresholds: Sequence[float], classes: Sequence[str]) -> pd.DataFrame:
     """TP, FP, FN, precision, recall and F1 at every confidence threshold, per class and for "all": one row per
     (conf, class). Read off one matching by cumulative sums: greedy matching in score order is prefix-consistent,

@@ -20,6 +20,7 @@ from hoban_pipelines.evaluation.metrics import Scores, match
 
 SCORE_COLUMNS = ["precision", "recall", "f1", "tp", "fp", "fn"]
 STRIP_CROPS = 12  # crops in a failure strip
+ANNOTATED_CELLS = 64  # a heatmap writes its values in the cells up to this many (text is most of a plot's time)
 CROP_PX = 160
 
 
@@ -65,7 +66,7 @@ def plot_heatmap(table: pd.DataFrame, path: Path, title: str, xlabel: str, ylabe
                                                      for p in (i if isinstance(i, tuple) else (i,)))
                                             for i in table.index])
     low, high = np.nanmin(values), np.nanmax(values)
-    for (row, column), value in np.ndenumerate(values):
+    for (row, column), value in np.ndenumerate(values if values.size <= ANNOTATED_CELLS else np.zeros((0, 0))):
         if np.isfinite(value):
             bright = value > (low + high) / 2
             axes.text(column, row, f"{value:.3f}", ha="center", va="center", fontsize=7,

@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from hoban_pipelines.evaluation.engine import EvaluationError
-from hoban_pipelines.evaluation.gate import Gate, apply_gate
-from hoban_pipelines.evaluation.metrics import Scores, counts_by_conf, match, score
+from hoban_pipelines.evaluation.gate import Gate, anchor_distances, apply_gate
+from hoban_pipelines.evaluation.metrics import Scores, counts_by_conf, match, score, score_subsets
 from hoban_pipelines.evaluation.postprocess import METHODS, METRICS, Postprocess, postprocess_frames
 from hoban_pipelines.evaluation.predictions import EvaluationSet, Predictions, check_classes
 
@@ -122,11 +122,6 @@ def final_detections(predictions: Predictions, setting: Setting) -> pd.DataFrame
     return apply_gate(postprocess_frames(sliced, setting.postprocess), predictions.full, setting.gate)
 
 
-def _row(scores: Scores, **fields: Any) -> dict[str, Any]:
-    return {**fields, "precision": scores.precision, "recall": scores.recall, "f1": scores.f1, "tp": scores.tp,
-            "fp": scores.fp, "fn": scores.fn, "map50": scores.map50}
-
-
 @dataclass
 class Sweep:
     """One sweep's table (a row a setting) and what else it measured."""
@@ -171,35 +166,38 @@ def postprocess_sweep(predictions: Predictions, truth: pd.DataFrame, frames: lis
     """Every merge at every confidence: a row per (merge, conf)."""
     rows = []
     for setting in settings or postprocess_settings():
+        merge = {"method": setting.method, "metric": setting.metric, "threshold": setting.threshold}
         if setting.method == "NMS":  # one merge and one matching serve every confidence
-            merged = postprocess_frames(predictions.sliced, setting)
-            counts = counts_by_conf(match(merged, truth, images=frames), confs, classes)
-            for item in counts[counts["class"] == "all"].itertuples():
-                rows.append({"method": setting.method, "metric": setting.metric, "threshold": setting.threshold,
-                             "conf": float(item.conf), "precision": item.precision, "recall": item.recall,
-                             "f1": item.f1, "tp": int(item.tp), "fp": int(item.fp), "fn": int(item.fn)})
+            counts = counts_by_conf(match(postprocess_frames(predictions.sliced, setting), truth, images=frames),
+                                    confs, classes)
+            rows += [{**merge, "conf": float(item.conf), "precision": item.precision, "recall": item.recall,
+                      "f1": item.f1, "tp": int(item.tp), "fp": int(item.fp), "fn": int(item.fn)}
+                     for item in counts[counts["class"] == "all"].itertuples()]
             continue
-        for conf in confs:
+        for conf in confs:  # a merge grows boxes from lower-scored members: merge again at each confidence
             merged = postprocess_frames(at_conf(predictions.sliced, conf), setting)
-            counts = counts_by_conf(match(merged, truth, images=frames), [conf], classes)
-            item = counts[counts["class"] == "all"].iloc[0]
-            rows.append({"method": setting.method, "metric": setting.metric, "threshold": setting.threshold,
-                         "conf": float(conf), "precision": item.precision, "recall": item.recall, "f1": item.f1,
-                         "tp": int(item.tp), "fp": int(item.fp), "fn": int(item.fn)})
+            scored = score_subsets(merged, truth, frames, [np.ones(len(merged), bool)])[0]
+            rows.append({**merge, "conf": float(conf), "precision": scored.precision, "recall": scored.recall,
+                         "f1": scored.f1, "tp": scored.tp, "fp": scored.fp, "fn": scored.fn})
     return Sweep(pd.DataFrame(rows))
 
 
 def gate_sweep(predictions: Predictions, truth: pd.DataFrame, frames: list[str], classes: Sequence[str],
                base: Setting, confs: Sequence[float] = GATE_CONFS, radii: Sequence[float] = GATE_RADII) -> Sweep:
-    """``base`` without the gate and with every gate conf x radius (48 by default), with recall by truth size."""
+    """``base`` without the gate and with every gate conf x radius (48 by default), with recall by truth size.
+
+    One merge serves every gate: the distances to the full-image detections are measured once per gate conf,
+    and the gated subsets are matched on one scene (``metrics.score_subsets``)."""
     merged = postprocess_frames(at_conf(predictions.sliced, base.conf), base.postprocess)
+    nearest = anchor_distances(merged, predictions.full, confs, TEAM_GATE.class_agnostic)
     gates: list[Gate | None] = [None, *(Gate(conf, radius, TEAM_GATE.class_agnostic) for conf, radius in product(confs, radii))]
+    keeps = [np.ones(len(merged), bool), *(nearest[:, k] <= radius for k, radius in product(range(len(confs)), radii))]
     rows, sizes = [], []
-    for gate in gates:
-        scores = score(apply_gate(merged, predictions.full, gate), truth, frames, classes)
+    for gate, scores in zip(gates, score_subsets(merged, truth, frames, keeps)):
         name = gate.name if gate else "no gate"
-        rows.append(_row(scores, gate=name, gate_conf=gate.conf if gate else None,
-                         radius=gate.radius if gate else None))
+        rows.append({"gate": name, "gate_conf": gate.conf if gate else None, "radius": gate.radius if gate else None,
+                     "precision": scores.precision, "recall": scores.recall, "f1": scores.f1, "tp": scores.tp,
+                     "fp": scores.fp, "fn": scores.fn})
         sizes += [{"gate": name, **bucket} for bucket in scores.sizes]
     return Sweep(pd.DataFrame(rows), {"sizes": pd.DataFrame(sizes), "base": base.name})
 
