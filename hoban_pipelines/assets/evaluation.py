@@ -16,23 +16,26 @@ import dagster as dg
 from hoban_pipelines.assets.publishing import Published, lake_output, partition_of, publish
 from hoban_pipelines.assets.training import EVALUATION_DATA, MODELS
 from hoban_pipelines.core.lake import Lake, LakeHandle
+from hoban_pipelines.core.report import BuildReport
 from hoban_pipelines.evaluation import builds
 from hoban_pipelines.evaluation.engine import BACKENDS, EvaluationError, InferenceSettings
 from hoban_pipelines.evaluation.export import export_onnx
 from hoban_pipelines.evaluation.predictions import evaluation_set, frames_key
 from hoban_pipelines.resources import AdoptionPolicy, LakeResource, YoloRuntime
 from hoban_pipelines.training.job import resolve_device
-from hoban_pipelines.core.report import BuildReport
 from hoban_pipelines.training.report import build_comparison
 
 GROUP = "evaluation"
 DEFAULT_MODEL = "model_go2k_v2"
-MODEL_PARTITIONS = dg.StaticPartitionsDefinition([DEFAULT_MODEL, *(m for m in MODELS if m != DEFAULT_MODEL), "base_model"])
+MODEL_PARTITIONS = dg.StaticPartitionsDefinition(
+    [DEFAULT_MODEL, *(model for model in MODELS if model != DEFAULT_MODEL), "base_model"])
 MODEL_DEPS = [dg.AssetDep(name) for name in MODEL_PARTITIONS.get_partition_keys()]
+
 
 def _model(context: dg.AssetExecutionContext, lake: LakeResource) -> tuple[str, LakeHandle]:
     name = partition_of(context)
     return name, lake.recorded(name)
+
 
 def _reuse(context: dg.AssetExecutionContext, store: Lake, asset: str, key: dict) -> Published | None:
     """The published version of this exact computation, if there is one."""
@@ -43,6 +46,7 @@ def _reuse(context: dg.AssetExecutionContext, store: Lake, asset: str, key: dict
     context.log.info(f"{asset} for {partition}: this exact computation is published as {earlier.version}; reusing it")
     return Published(handle=earlier, root=earlier.resolve(store.home), reused=True,
                      report=BuildReport(counts=dict(earlier.counts)))
+
 
 @dg.asset(
     group_name=GROUP, kinds={"onnx"}, partitions_def=MODEL_PARTITIONS, deps=MODEL_DEPS, code_version="1",
@@ -62,17 +66,19 @@ def model_export(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Ou
                                params={"reuse_key": key, "imgsz": imgsz}, upstream={name: model.version},
                                classes=model.classes))
 
+
 class SlicedPredictionsConfig(dg.Config):
     """How the cached pass runs. 0 keeps the model's own value: tiles of the size it trained on,
     the full-image pass at the scale it scored whole frames at (the team's models: 640)."""
 
-    backend: str = "auto"  # torch | onnx | auto: onnx on a CPU (about 2x faster), torch on a GPU
+    backend: str = "auto"  # torch | onnx | auto: onnx on a CPU, torch on a GPU
     slice_size: int = 0
     overlap: float = 0.2
     full_imgsz: int = 0
     conf_floor: float = 0.05  # below every confidence a sweep tries
     batch: int = 16  # tiles a forward, across frames
     reinfer: bool = False  # infer again even when this exact pass is cached
+
 
 @dg.asset(
     group_name=GROUP, kinds={"pytorch", "parquet"}, partitions_def=MODEL_PARTITIONS, pool="gpu", code_version="1",
@@ -108,6 +114,7 @@ def sliced_predictions(context: dg.AssetExecutionContext, config: SlicedPredicti
         classes=frames.classes,
     ))
 
+
 def _evaluation(lake: LakeResource, context: dg.AssetExecutionContext, cache: LakeHandle,
                 data: LakeHandle) -> builds.Evaluation:
     home = lake.get().home
@@ -118,7 +125,9 @@ def _evaluation(lake: LakeResource, context: dg.AssetExecutionContext, cache: La
                               f"{computed_on}, not the current {data.version}: rematerialize sliced_predictions")
     return evaluation
 
+
 _SWEEP_INS = {"cache": dg.AssetIn("sliced_predictions"), "data": dg.AssetIn(EVALUATION_DATA)}
+
 
 @dg.asset(group_name=GROUP, kinds={"pandas"}, partitions_def=MODEL_PARTITIONS, code_version="1", ins=_SWEEP_INS,
           description="P, R, F1 and TP/FP/FN against confidence (the team's 0.15..0.50, and a 0.01 grid) at the "
@@ -129,6 +138,7 @@ def conf_sweep(context: dg.AssetExecutionContext, lake: LakeResource, cache: Lak
     return lake_output(publish(context, lake, lambda out: builds.build_conf_sweep(evaluation, out),
                                upstream={"sliced_predictions": cache.version, EVALUATION_DATA: data.version}))
 
+
 @dg.asset(group_name=GROUP, kinds={"pandas"}, partitions_def=MODEL_PARTITIONS, code_version="1", ins=_SWEEP_INS,
           description="NMS, NMM and GREEDYNMM x IOU and IOS x 0.3/0.4/0.5 at the team's confidences "
                       "(18 merges x 8 confidences), from the cache.")
@@ -138,10 +148,12 @@ def postprocess_sweep(context: dg.AssetExecutionContext, lake: LakeResource, cac
     return lake_output(publish(context, lake, lambda out: builds.build_postprocess_sweep(evaluation, out),
                                upstream={"sliced_predictions": cache.version, EVALUATION_DATA: data.version}))
 
+
 def _rows(lake: LakeResource, handle: LakeHandle, name: str):
     import pandas as pd
 
     return pd.read_csv(handle.resolve(lake.get().home) / name)
+
 
 @dg.asset(group_name=GROUP, kinds={"pandas"}, partitions_def=MODEL_PARTITIONS, code_version="1",
           ins={**_SWEEP_INS, "postprocess": dg.AssetIn("postprocess_sweep")},
@@ -153,10 +165,11 @@ def gate_sweep(context: dg.AssetExecutionContext, lake: LakeResource, adoption: 
     rows, policy = _rows(lake, postprocess, builds.POSTPROCESS_SWEEP_CSV), adoption.get()
     return lake_output(publish(
         context, lake, lambda out: builds.build_gate_sweep(evaluation, rows, policy, out),
-        params={"policy": policy.__dict__},
+        params={"policy": policy.as_dict()},
         upstream={"sliced_predictions": cache.version, "postprocess_sweep": postprocess.version,
                   EVALUATION_DATA: data.version},
     ))
+
 
 @dg.asset(group_name=GROUP, kinds={"json"}, partitions_def=MODEL_PARTITIONS, code_version="1",
           ins={**_SWEEP_INS, "postprocess": dg.AssetIn("postprocess_sweep"), "gates": dg.AssetIn("gate_sweep")},
@@ -179,10 +192,11 @@ def inference_config(context: dg.AssetExecutionContext, lake: LakeResource, adop
         lambda out: builds.build_inference_config(
             evaluation, _rows(lake, postprocess, builds.POSTPROCESS_SWEEP_CSV),
             _rows(lake, gates, builds.GATE_SWEEP_CSV), policy, out, about=about),
-        params={"policy": policy.__dict__},
+        params={"policy": policy.as_dict()},
         upstream={"sliced_predictions": cache.version, "postprocess_sweep": postprocess.version,
                   "gate_sweep": gates.version, EVALUATION_DATA: data.version},
     ))
+
 
 @dg.asset(group_name=GROUP, kinds={"pandas"}, partitions_def=MODEL_PARTITIONS, pool="gpu", code_version="1",
           ins={**_SWEEP_INS, "adopted": dg.AssetIn("inference_config"), "export": dg.AssetIn("model_export")},
@@ -211,6 +225,7 @@ def model_report_card(context: dg.AssetExecutionContext, lake: LakeResource, yol
                   EVALUATION_DATA: data.version},
     ))
 
+
 def report_cards(store: Lake, models: dict[str, LakeHandle]) -> dict[str, tuple[str, dict]]:
     """The newest report card (version, card) of each model's current version, for the models that have one."""
     cards = {}
@@ -220,6 +235,7 @@ def report_cards(store: Lake, models: dict[str, LakeHandle]) -> dict[str, tuple[
         if card is not None:
             cards[name] = card.version, json.loads((card.resolve(store.home) / builds.REPORT_CARD_FILE).read_text())
     return cards
+
 
 @dg.asset(
     group_name="models", kinds={"pandas"}, code_version="2",

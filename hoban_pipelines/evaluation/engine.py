@@ -10,7 +10,8 @@ low confidence floor are what every later setting (confidence, merge, gate) is c
 so a model is never run twice on the same frames.
 
 Two backends behind one ``Detector``: ``torch`` (ultralytics' ``AutoBackend`` on the checkpoint)
-and ``onnx`` (onnxruntime on the exported model, about twice as fast on these CPUs). The thread
+and ``onnx`` (onnxruntime on the exported model; on these CPUs within 10-15% of torch, either
+way depending on the tile size). The thread
 count is set here, once: ultralytics' ``select_device`` would reset torch to one thread fewer
 than the cores on every CPU call, so it is never called. torch, onnxruntime and ultralytics are
 imported inside functions: the code location imports this module and must load quickly.

@@ -78,6 +78,9 @@ class Policy:
         if not 0 <= self.min_recall <= 1:
             raise ValueError(f"min_recall {self.min_recall!r} must be in [0, 1]")
 
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
     def choose(self, rows: pd.DataFrame) -> tuple[int, str]:
         """The index of the row this policy picks (columns precision, recall, f1) and why, in words."""
         if rows.empty:
