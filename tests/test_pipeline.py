@@ -107,10 +107,10 @@ def test_demo_runs_the_whole_graph_and_a_second_run_reuses_everything(small_conf
         site = instance.get_latest_materialization_event(dg.AssetKey("demo_site")).asset_materialization
         assert site.metadata["status"].value == "up to date"
         # the same jobs on the same upstream versions are not trained again
-        for asset in ("base_model", "model_go2k_v2", "model_export", "sliced_predictions"):
+        for asset in ("base_model", "model_go2k_v2", "model_export", "sliced_predictions", "model_report_card"):
             rerun = instance.get_latest_materialization_event(dg.AssetKey(asset)).asset_materialization
             assert rerun.metadata["reused_version"].value is True, asset
-            key = "count/frames" if asset == "sliced_predictions" else "version"
+            key = "count/frames" if asset in ("sliced_predictions", "model_report_card") else "version"
             assert rerun.metadata[key].value, asset
         assert len(list((hoban_home / "runs" / "model_go2k_v2").iterdir())) == 1
     assert any("done." in line for line in lines)
