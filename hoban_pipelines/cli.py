@@ -301,9 +301,10 @@ def predict_sliced(model: Path, images: Path, out: Path, backend: str | None, sl
 @click.option("--postprocess", "merge", default="NMS/IOS/0.4", show_default=True,
               help="Cross-tile merge: METHOD/METRIC/THRESHOLD (NMS, NMM, GREEDYNMM; IOU, IOS).")
 @click.option("--gate", default="", help="The full-image gate as CONF/RADIUS (the team's: 0.2/40); empty: none.")
+@click.option("--gate-per-class", is_flag=True, help="Only a full-image detection of its own class vouches for a box.")
 @click.option("--sweep", is_flag=True, help="Also run every sweep and print the setting the default policy adopts.")
 def evaluate_command(predictions: Path, labels: Path, split: str, conf: float, merge: str, gate: str,
-                     sweep: bool) -> None:
+                     gate_per_class: bool, sweep: bool) -> None:
     """Score cached sliced predictions against ground truth: P, R, F1, TP/FP/FN, mAP, sizes, FP kinds."""
     import tempfile
     from dataclasses import asdict
@@ -316,8 +317,8 @@ def evaluate_command(predictions: Path, labels: Path, split: str, conf: float, m
     try:
         method, metric, threshold = merge.split("/")
         postprocess = Postprocess(method.upper(), metric.upper(), float(threshold))
-        chosen_gate = Gate(*map(float, gate.split("/"))) if gate else None
-    except ValueError as exc:
+        chosen_gate = Gate(*map(float, gate.split("/")), class_agnostic=not gate_per_class) if gate else None
+    except (ValueError, TypeError) as exc:  # TypeError: a gate of more than CONF/RADIUS
         raise EvaluationError(f"--postprocess {merge!r} / --gate {gate!r}: {exc}") from None
     evaluation = builds.Evaluation.load(predictions, labels, str(predictions), str(labels), split=split)
     scores = evaluation.score(sweeps.Setting(conf, postprocess, chosen_gate))

@@ -155,17 +155,25 @@ def _rows(lake: LakeResource, handle: LakeHandle, name: str):
     return pd.read_csv(handle.resolve(lake.get().home) / name)
 
 
+class GateSweepConfig(dg.Config):
+    """class_agnostic: a full-image detection of any class vouches for a sliced one (the team's
+    gate), or only one of its own class."""
+
+    class_agnostic: bool = True
+
+
 @dg.asset(group_name=GROUP, kinds={"pandas"}, partitions_def=MODEL_PARTITIONS, code_version="1",
           ins={**_SWEEP_INS, "postprocess": dg.AssetIn("postprocess_sweep")},
           description="The full-image gate at 48 conf x radius settings and without it, with recall by person "
                       "size, at the merge and confidence the adoption policy picks from postprocess_sweep.")
-def gate_sweep(context: dg.AssetExecutionContext, lake: LakeResource, adoption: AdoptionPolicy, cache: LakeHandle,
-               data: LakeHandle, postprocess: LakeHandle) -> dg.Output[LakeHandle]:
+def gate_sweep(context: dg.AssetExecutionContext, config: GateSweepConfig, lake: LakeResource,
+               adoption: AdoptionPolicy, cache: LakeHandle, data: LakeHandle,
+               postprocess: LakeHandle) -> dg.Output[LakeHandle]:
     evaluation = _evaluation(lake, context, cache, data)
     rows, policy = _rows(lake, postprocess, builds.POSTPROCESS_SWEEP_CSV), adoption.get()
     return lake_output(publish(
-        context, lake, lambda out: builds.build_gate_sweep(evaluation, rows, policy, out),
-        params={"policy": policy.as_dict()},
+        context, lake, lambda out: builds.build_gate_sweep(evaluation, rows, policy, out, config.class_agnostic),
+        params={"policy": policy.as_dict(), "class_agnostic": config.class_agnostic},
         upstream={"sliced_predictions": cache.version, "postprocess_sweep": postprocess.version,
                   EVALUATION_DATA: data.version},
     ))

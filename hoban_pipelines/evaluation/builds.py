@@ -21,6 +21,7 @@ from hoban_pipelines.evaluation.engine import (
     BACKENDS, Detector, EvaluationError, InferenceSettings, load_onnx_detector, load_torch_detector, run_pass,
 )
 from hoban_pipelines.evaluation.export import ONNX_FILE
+from hoban_pipelines.evaluation.gate import Gate
 from hoban_pipelines.evaluation.metrics import Scores, score
 from hoban_pipelines.evaluation.postprocess import Postprocess
 from hoban_pipelines.core.yolo_format import VAL
@@ -173,12 +174,13 @@ def build_postprocess_sweep(evaluation: Evaluation, out_dir: Path) -> BuildRepor
 
 
 def build_gate_sweep(evaluation: Evaluation, postprocess_rows: pd.DataFrame, policy: sweeps.Policy,
-                     out_dir: Path) -> BuildReport:
+                     out_dir: Path, class_agnostic: bool = sweeps.TEAM_GATE.class_agnostic) -> BuildReport:
     """The gate at every conf x radius (and none) at the merge and confidence ``policy`` picks from
     the postprocess sweep, with recall by truth size."""
     out_dir = Path(out_dir)
     base, reason = sweeps.base_setting(postprocess_rows, policy)
-    sweep = sweeps.gate_sweep(evaluation.predictions, evaluation.truth, evaluation.frames, evaluation.classes, base)
+    sweep = sweeps.gate_sweep(evaluation.predictions, evaluation.truth, evaluation.frames, evaluation.classes, base,
+                              class_agnostic=class_agnostic)
     sweep.rows.to_csv(out_dir / GATE_SWEEP_CSV, index=False)
     sizes = sweep.extra["sizes"]
     sizes.to_csv(out_dir / GATE_SIZES_CSV, index=False)
@@ -187,9 +189,10 @@ def build_gate_sweep(evaluation: Evaluation, postprocess_rows: pd.DataFrame, pol
     report.plot_heatmap(sweeps.grid(gated, ["gate_conf"], "radius"), out_dir / "gate_f1.png",
                         f"F1 by gate conf and radius ({base.name}; no gate: {sweep.rows.iloc[0]['f1']:.3f})",
                         "radius (px)", "full-image conf")
-    shown = sizes[sizes["gate"].isin(["no gate", sweeps.TEAM_GATE.name])].rename(columns={"gate": "label"})
+    team_gate = Gate(sweeps.TEAM_GATE.conf, sweeps.TEAM_GATE.radius, class_agnostic).name
+    shown = sizes[sizes["gate"].isin(["no gate", team_gate])].rename(columns={"gate": "label"})
     report.plot_recall_by_size(shown, out_dir / "gate_recall_by_size.png", "recall by person size, with and without the gate")
-    plain, team = sweep.rows.iloc[0], sweep.rows[sweep.rows["gate"] == sweeps.TEAM_GATE.name]
+    plain, team = sweep.rows.iloc[0], sweep.rows[sweep.rows["gate"] == team_gate]
     return BuildReport(
         counts={"configurations": len(sweep.rows)},
         details={

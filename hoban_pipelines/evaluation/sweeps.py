@@ -20,7 +20,7 @@ and merge over the postprocess sweep, then the gate (or none) over the gate swee
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import product
 from pathlib import Path
 from typing import Any, Sequence
@@ -186,20 +186,22 @@ def postprocess_sweep(predictions: Predictions, truth: pd.DataFrame, frames: lis
 
 
 def gate_sweep(predictions: Predictions, truth: pd.DataFrame, frames: list[str], classes: Sequence[str],
-               base: Setting, confs: Sequence[float] = GATE_CONFS, radii: Sequence[float] = GATE_RADII) -> Sweep:
-    """``base`` without the gate and with every gate conf x radius (48 by default), with recall by truth size.
+               base: Setting, confs: Sequence[float] = GATE_CONFS, radii: Sequence[float] = GATE_RADII,
+               class_agnostic: bool = TEAM_GATE.class_agnostic) -> Sweep:
+    """``base`` without the gate and with every gate conf x radius (48 by default), with recall by truth size;
+    ``class_agnostic``: a full-image detection of any class vouches for a sliced one (the team's), or its own only.
 
     One merge serves every gate: the distances to the full-image detections are measured once per gate conf,
     and the gated subsets are matched on one scene (``metrics.score_subsets``)."""
     merged = postprocess_frames(at_conf(predictions.sliced, base.conf), base.postprocess)
-    nearest = anchor_distances(merged, predictions.full, confs, TEAM_GATE.class_agnostic)
-    gates: list[Gate | None] = [None, *(Gate(conf, radius, TEAM_GATE.class_agnostic) for conf, radius in product(confs, radii))]
+    nearest = anchor_distances(merged, predictions.full, confs, class_agnostic)
+    gates: list[Gate | None] = [None, *(Gate(conf, radius, class_agnostic) for conf, radius in product(confs, radii))]
     keeps = [np.ones(len(merged), bool), *(nearest[:, k] <= radius for k, radius in product(range(len(confs)), radii))]
     rows, sizes = [], []
     for gate, scores in zip(gates, score_subsets(merged, truth, frames, keeps)):
         name = gate.name if gate else "no gate"
         rows.append({"gate": name, "gate_conf": gate.conf if gate else None, "radius": gate.radius if gate else None,
-                     "precision": scores.precision, "recall": scores.recall, "f1": scores.f1, "tp": scores.tp,
+                     "class_agnostic": class_agnostic, "precision": scores.precision, "recall": scores.recall, "f1": scores.f1, "tp": scores.tp,
                      "fp": scores.fp, "fn": scores.fn})
         sizes += [{"gate": name, **bucket} for bucket in scores.sizes]
     return Sweep(pd.DataFrame(rows), {"sizes": pd.DataFrame(sizes), "base": base.name})
@@ -229,11 +231,11 @@ def adopt(predictions: Predictions, truth: pd.DataFrame, frames: list[str], clas
     base, merge_reason = base_setting(postprocess_rows, policy)
     index, gate_reason = policy.choose(gate_rows)
     chosen = gate_rows.loc[index]
-    gate = None if pd.isna(chosen["gate_conf"]) else Gate(float(chosen["gate_conf"]), float(chosen["radius"]),
-                                                          TEAM_GATE.class_agnostic)
+    agnostic = bool(chosen["class_agnostic"])
+    gate = None if pd.isna(chosen["gate_conf"]) else Gate(float(chosen["gate_conf"]), float(chosen["radius"]), agnostic)
     setting = Setting(base.conf, base.postprocess, gate)
     plain = Setting(base.conf, base.postprocess, None)
-    gated = Setting(base.conf, base.postprocess, gate or TEAM_GATE)
+    gated = Setting(base.conf, base.postprocess, gate or replace(TEAM_GATE, class_agnostic=agnostic))
     return Adoption(
         setting, policy, [f"conf and merge: {merge_reason} ({base.name})",
                           f"gate: {gate_reason} ({'gate ' + gate.name if gate else 'no gate'})"],

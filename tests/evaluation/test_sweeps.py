@@ -169,6 +169,22 @@ def test_gate_sweep_is_no_gate_then_every_gate_with_recall_by_size(scene):
     assert (gated["tp"] <= rows.iloc[0]["tp"]).all() and gated["tp"].nunique() > 1
 
 
+def test_a_per_class_gate_sweep_scores_per_class_gates_and_adopts_one(scene):
+    """class_agnostic=False: only a full-image box of the same class vouches; the adopted gate keeps that."""
+    predictions, truth, names = scene
+    base = Setting(0.15, Postprocess("GREEDYNMM", "IOS", 0.4))
+    rows = gate_sweep(predictions, truth, names, CLASSES, base, class_agnostic=False).rows
+    assert not rows["class_agnostic"].any() and rows["gate"].iloc[1].endswith("/per-class")
+    for row in rows.dropna(subset=["gate_conf"]).itertuples():
+        scores = direct(scene, Setting(base.conf, base.postprocess, Gate(row.gate_conf, row.radius, False)))
+        assert (row.tp, row.fp, row.fn) == (scores.tp, scores.fp, scores.fn), row.gate
+    merges = postprocess_sweep(predictions, truth, names, CLASSES).rows
+    adoption = adopt(predictions, truth, names, CLASSES, merges, rows, Policy("best_f1"))
+    shown = adoption.setting.gate or Gate(TEAM_GATE.conf, TEAM_GATE.radius, False)
+    assert shown.class_agnostic is False
+    assert adoption.with_gate == direct(scene, Setting(adoption.setting.conf, adoption.setting.postprocess, shown))
+
+
 POLICY_ROWS = pd.DataFrame(
     {"precision": [0.95, 0.90, 0.70, 0.99, 0.80], "recall": [0.70, 0.86, 0.95, 0.10, 0.86],
      "f1": [0.806, 0.880, 0.806, 0.182, 0.829]}, index=[10, 11, 12, 13, 14])
