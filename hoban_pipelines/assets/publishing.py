@@ -83,6 +83,13 @@ def publish(
     return Published(handle=handle, root=version.final_path, reused=version.reused, report=report)
 
 
+def published_with_key(context: dg.AssetExecutionContext, lake: LakeResource, key: Any) -> LakeHandle | None:
+    """The newest version of the context's asset (and partition) published with ``params={"reuse_key": key}``:
+    the same computation on the same inputs, which an asset reuses instead of running again."""
+    return lake.get().find_version(asset_name(context), lambda info: (info.get("params") or {}).get("reuse_key") == key,
+                                   partition_of(context))
+
+
 def lake_output(published: Published) -> dg.Output[LakeHandle]:
     """The handle as the asset's output, its version as the data version, the report as metadata."""
     metadata = {

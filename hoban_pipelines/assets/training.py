@@ -15,7 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from hoban_pipelines.assets.publishing import Published, asset_name, lake_output, publish
+from hoban_pipelines.assets.publishing import Published, asset_name, lake_output, publish, published_with_key
 from hoban_pipelines.assets.run_config import config_class
 from hoban_pipelines.core.fingerprints import fingerprint_folder
 from hoban_pipelines.core.lake import LakeHandle
@@ -85,7 +85,7 @@ def _train(
         remap=remap,
     )
     key = job.reuse_key(upstream)
-    earlier = None if retrain else store.find_version(asset, lambda info: (info.get("params") or {}).get("reuse_key") == key)
+    earlier = None if retrain else published_with_key(context, lake, key)
     if earlier:
         context.log.info(f"{asset}: this exact job (recipe, profile, upstream versions, device kind) is published as "
                          f"{earlier.version}; reusing it instead of training again (run config retrain: true trains anew)")

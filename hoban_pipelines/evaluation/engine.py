@@ -171,17 +171,6 @@ def _trained_imgsz(args: Any) -> int:
     return int(max(value) if isinstance(value, (list, tuple)) else value)
 
 
-def onnx_metadata(path: Path) -> dict[str, str]:
-    """The custom metadata of an ONNX file (ultralytics writes names, stride, imgsz; the export adds its source)."""
-    import onnxruntime
-
-    try:
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise EvaluationError(f"{path} is not a loadable ONNX model ({exc}); rematerialize model_export") from exc
-    return dict(session.get_modelmeta().custom_metadata_map)
-
-
 def load_onnx_detector(path: Path, *, source_sha256: str | None = None, device: str = "cpu",
                        threads: int = 0) -> Detector:
     """The exported model at ``path`` on onnxruntime; with ``source_sha256``, an error unless it
@@ -290,7 +279,6 @@ class _Batcher:
         self.detector, self.imgsz, self.conf, self.iou, self.max_det = detector, imgsz, conf, iou, max_det
         self.size, self.sink = max(1, size), sink
         self.pending: dict[tuple[int, ...], list[tuple[Any, tuple[int, int], np.ndarray]]] = defaultdict(list)
-        self.seconds = 0.0
 
     def add(self, key: Any, shift: tuple[int, int], image: np.ndarray) -> None:
         queue = self.pending[image.shape]
@@ -306,9 +294,7 @@ class _Batcher:
         items = self.pending.pop(shape, [])
         if not items:
             return
-        started = time.perf_counter()
         results = self.detector.predict([image for _, _, image in items], self.imgsz, self.conf, self.iou, self.max_det)
-        self.seconds += time.perf_counter() - started
         for (key, shift, _), boxes in zip(items, results):
             self.sink(key, shift, boxes)
 
@@ -320,7 +306,6 @@ class PassResult:
     detections: pd.DataFrame  # DETECTION_COLUMNS, frame pixels
     frames: pd.DataFrame  # FRAME_COLUMNS
     seconds: float  # wall time of the pass, reading included
-    model_seconds: float  # time in the model (preprocess, forward, per-tile NMS)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -332,7 +317,7 @@ def run_pass(detector: Detector, images: Iterable[tuple[str, Path]], settings: I
     Unreadable frames are reported in the frame table and the warnings; the pass goes on.
     ``batch`` counts tiles; the full-image pass batches as many frames as hold about as many pixels.
     """
-    chunks: list[pd.DataFrame] = []
+    found: list[tuple[str, int, np.ndarray, np.ndarray]] = []  # image, tile, boxes in frame pixels, kept rows
     frame_rows: list[dict[str, Any]] = []
     imgsz = settings.full_imgsz if full_image else settings.imgsz
     if full_image and not imgsz:
@@ -346,10 +331,7 @@ def run_pass(detector: Detector, images: Iterable[tuple[str, Path]], settings: I
         xyxy = np.clip(xyxy, 0, [width, height, width, height])
         keep = (xyxy[:, 0] < xyxy[:, 2]) & (xyxy[:, 1] < xyxy[:, 3])  # sahi drops boxes that clamp to nothing
         if keep.any():
-            x1, y1, x2, y2 = xyxy[keep].T
-            chunks.append(pd.DataFrame({"image": image, "pass": pass_name, "tile": tile,
-                                        "cls": boxes[keep, 5].astype(int), "score": boxes[keep, 4],
-                                        "x1": x1, "y1": y1, "x2": x2, "y2": y2}))
+            found.append((image, tile, xyxy[keep], boxes[keep]))
 
     size = max(1, batch * settings.imgsz ** 2 // imgsz ** 2) if full_image else batch
     batcher = _Batcher(detector, imgsz, settings.conf_floor, settings.tile_iou, settings.max_det, size, sink)
@@ -369,12 +351,26 @@ def run_pass(detector: Detector, images: Iterable[tuple[str, Path]], settings: I
             progress(done)
     batcher.flush()
     seconds = time.perf_counter() - started
-    detections = (pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=DETECTION_COLUMNS)).astype(
+    detections = _detection_table(found, pass_name).astype(
         {"tile": "int32", "cls": "int16", "score": "float32", "x1": "float32", "y1": "float32",
          "x2": "float32", "y2": "float32"})
     frames = pd.DataFrame(frame_rows, columns=FRAME_COLUMNS)
-    return PassResult(detections, frames, seconds, batcher.seconds,
+    return PassResult(detections, frames, seconds,
                       frame_warnings(frames, None if full_image else slicing))
+
+
+def _detection_table(found: list[tuple[str, int, np.ndarray, np.ndarray]], pass_name: str) -> pd.DataFrame:
+    """One DataFrame of every tile's kept boxes (``DETECTION_COLUMNS``), built once for the pass."""
+    if not found:
+        return pd.DataFrame(columns=DETECTION_COLUMNS)
+    counts = [len(xyxy) for _, _, xyxy, _ in found]
+    xyxy = np.concatenate([xyxy for _, _, xyxy, _ in found])
+    raw = np.concatenate([boxes for _, _, _, boxes in found])
+    return pd.DataFrame({
+        "image": np.repeat([image for image, _, _, _ in found], counts), "pass": pass_name,
+        "tile": np.repeat([tile for _, tile, _, _ in found], counts), "cls": raw[:, 5].astype(int),
+        "score": raw[:, 4], "x1": xyxy[:, 0], "y1": xyxy[:, 1], "x2": xyxy[:, 2], "y2": xyxy[:, 3],
+    })
 
 
 def frame_warnings(frames: pd.DataFrame, slicing: Slicing | None) -> list[str]:
