@@ -22,12 +22,13 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from hoban_pipelines.demo.install import SiteExistsError
     from hoban_pipelines.labels.label_map import LabelMapError
     from hoban_pipelines.core.yolo_format import YoloFormatError
+    from hoban_pipelines.captures.ingest import CaptureError
     from hoban_pipelines.evaluation.engine import EvaluationError
     from hoban_pipelines.evaluation.slicing import SlicingError
     from hoban_pipelines.training.recipes import TrainingError
 
     return (ConfigError, LakeError, SiteExistsError, RleError, CvatFormatError, DatasetError, LabelMapError,
-            FileExistsError, EvaluationError, YoloFormatError, SlicingError, TrainingError)
+            FileExistsError, EvaluationError, YoloFormatError, SlicingError, TrainingError, CaptureError)
 
 
 class UserErrorGroup(click.Group):
@@ -330,6 +331,44 @@ def evaluate_command(predictions: Path, labels: Path, split: str, conf: float, m
     click.echo(json.dumps(result, indent=2, default=str))
 
 
+@main.group("captures")
+def captures_group() -> None:
+    """Capture folders: the one command that deletes frames, and only frozen repeats."""
+
+
+@captures_group.command("prune")
+@click.option("--day", default=None, help="The day (YYYY-MM-DD) whose recorded captures_dedup version to act on.")
+@click.option("--version", "version_dir", default=None, type=click.Path(path_type=Path, file_okay=False),
+              help="A captures_dedup version folder instead of --day's recorded one.")
+@click.option("--dry-run", "mode", flag_value="dry-run", help="List what would be deleted; delete nothing.")
+@click.option("--apply", "mode", flag_value="apply", help="Delete the repeats, logging each file first.")
+def prune_command(day: str | None, version_dir: Path | None, mode: str | None) -> None:
+    """Delete the frozen repeats one dedup version found (never a live frame, never the frame a
+    repeat repeats); refused when any of those files changed since the version read them.
+    Every removal is logged to $HOBAN_HOME/logs/captures_prune.jsonl before the file goes."""
+    from hoban_pipelines.captures.dedup import apply_prune, plan_prune
+    from hoban_pipelines.resources import LakeResource
+
+    if mode is None:
+        raise click.UsageError("say --dry-run (list) or --apply (delete)")
+    if (day is None) == (version_dir is None):
+        raise click.UsageError("give --day or --version, one of them")
+    lake = LakeResource()
+    folder = version_dir or lake.recorded("captures_dedup", day).resolve(lake.get().home)
+    plan = plan_prune(folder)
+    click.echo(json.dumps(plan.summary(), indent=2))
+    if mode == "dry-run":
+        for entry in plan.files:
+            click.echo(f"would delete {entry['path']} (repeats {Path(entry['frozen_of']).name})")
+        return
+    log_file = hoban_home() / "logs" / "captures_prune.jsonl"
+    removed = 0
+    for record in apply_prune(plan, log_file):
+        click.echo(f"deleted {record['path']}")
+        removed += 1
+    click.echo(f"deleted {removed} files ({plan.bytes} bytes); logged in {log_file}")
+
+
 @main.group("bench")
 def bench_group() -> None:
     """Benchmarks; each prints its figures as JSON."""
@@ -383,13 +422,25 @@ def bench_sweep(as_json: bool) -> None:
     click.echo(json.dumps(sweep.run()))
 
 
+@bench_group.command("dedup")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the only output format).")
+@click.option("--frames", default=480, show_default=True, help="1920x1080 captures in the generated day, about 1 in 8 frozen.")
+@click.option("--fastdup-python", default=None, help="A python that imports fastdup, to time it there when this one cannot.")
+def bench_dedup(as_json: bool, frames: int, fastdup_python: str | None) -> None:
+    """Frozen-frame detection on a generated day of captures (median of 3 warm runs), and fastdup if importable."""
+    from hoban_pipelines.bench import frozen
+
+    click.echo(json.dumps(frozen.run(frames=frames, fastdup_python=fastdup_python)))
+
+
 @bench_group.command("all")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the only output format).")
 def bench_all(as_json: bool) -> None:
-    """Every benchmark, one JSON line each: {"cvat": {...}}, {"mix": {...}}, {"train": {...}}, {"sliced": ...}, {"sweep": ...}."""
-    from hoban_pipelines.bench import cvat, mix, sliced, sweep, train
+    """Every benchmark, one JSON line each: {"cvat": {...}}, {"mix": {...}}, {"train": {...}}, {"sliced": ...}, {"sweep": ...}, {"dedup": ...}."""
+    from hoban_pipelines.bench import cvat, frozen, mix, sliced, sweep, train
 
-    for name, bench in (("cvat", cvat), ("mix", mix), ("train", train), ("sliced", sliced), ("sweep", sweep)):
+    for name, bench in (("cvat", cvat), ("mix", mix), ("train", train), ("sliced", sliced), ("sweep", sweep),
+                        ("dedup", frozen)):
         click.echo(json.dumps({name: bench.run()}))
 
 

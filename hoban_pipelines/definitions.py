@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
-from hoban_pipelines.assets import datasets, demo, evaluation, inputs, labels, training
+from hoban_pipelines.assets import captures, datasets, demo, evaluation, inputs, labels, review, training
 from hoban_pipelines.assets.datasets import load_recipe_assets
-from hoban_pipelines.jobs import all_jobs
-from hoban_pipelines.resources import AdoptionPolicy, LakeHandleIOManager, LakeResource, SettingsResource, YoloRuntime
+from hoban_pipelines.jobs import all_jobs, all_schedules
+from hoban_pipelines.resources import (
+    AdoptionPolicy, CvatResource, LakeHandleIOManager, LakeResource, SettingsResource, YoloRuntime,
+)
 
 recipe_assets, recipe_checks = load_recipe_assets()
+CVAT_ENV = {"host": "CVAT_HOST", "username": "CVAT_USERNAME", "password": "CVAT_PASSWORD"}
 
 defs = dg.Definitions(
-    assets=[*dg.load_assets_from_modules([demo, inputs, labels, datasets, training, evaluation]), *recipe_assets],
+    assets=[*dg.load_assets_from_modules([demo, inputs, labels, datasets, training, evaluation, captures, review]),
+            *recipe_assets],
     asset_checks=[*dg.load_asset_checks_from_modules([labels, datasets]), *recipe_checks],
     jobs=all_jobs,
+    schedules=all_schedules,
     resources={
         "lake": LakeResource(),
         "settings": SettingsResource(),
         "io_manager": LakeHandleIOManager(),
         "yolo": YoloRuntime(),
         "adoption": AdoptionPolicy(),
+        # a secret stays an EnvVar (never shown in the UI); unset, no CVAT server is contacted
+        "cvat": CvatResource(**{field: dg.EnvVar(variable) for field, variable in CVAT_ENV.items() if os.getenv(variable)}),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
     },
 )

@@ -9,6 +9,7 @@ demo profile and the checkout's commit (``hoban/profile``, ``hoban/train_profile
 from __future__ import annotations
 
 import contextlib
+from datetime import timedelta
 import os
 import subprocess
 import sys
@@ -22,10 +23,22 @@ import dagster as dg
 from hoban_pipelines.core.settings import PROJECT_ROOT, Settings, hoban_home, load_settings
 from hoban_pipelines.definitions import defs
 from hoban_pipelines.assets.evaluation import DEFAULT_MODEL
-from hoban_pipelines.jobs import demo_site_job, evaluation_job, observe_inputs_job, pipeline_job
+from hoban_pipelines.demo.crew import SITE_DAYS, SITE_EPOCH
+from hoban_pipelines.jobs import (
+    captures_job, demo_site_job, evaluation_job, observe_inputs_job, pipeline_job, review_round_job,
+)
 
-DEMO_JOBS = (demo_site_job.name, observe_inputs_job.name, pipeline_job.name, evaluation_job.name)
-DEMO_PARTITIONS = {evaluation_job.name: DEFAULT_MODEL}  # the demo evaluates its go2k_v2
+DEMO_JOBS = (demo_site_job.name, observe_inputs_job.name, pipeline_job.name, evaluation_job.name, captures_job.name,
+             review_round_job.name)
+# the partitioned jobs run once a partition: the demo evaluates its go2k_v2 and ingests each of its days
+DEMO_PARTITIONS = {
+    evaluation_job.name: [DEFAULT_MODEL],
+    captures_job.name: [(SITE_EPOCH + timedelta(days=day)).date().isoformat() for day in range(SITE_DAYS)],
+}
+# The demo's review round, scaled down from the team's 3,000 frames in tasks of 1,200: pseudo-labelling
+# costs about a quarter of a second a frame on 2 cores, and smaller tasks show the split.
+DEMO_REVIEW_FRAMES = 240
+DEMO_TASK_IMAGES = 150
 TAG_PREFIX = "hoban/"
 UNKNOWN_COMMIT = "unknown"
 
@@ -266,6 +279,10 @@ def run_demo(
         observe_inputs_job.name: quiet,
         pipeline_job.name: quiet,
         evaluation_job.name: quiet,
+        captures_job.name: quiet,
+        review_round_job.name: {"ops": {"captures_selection": {"config": {"target": DEMO_REVIEW_FRAMES}},
+                                        "cvat_review_packages": {"config": {"max_images": DEMO_TASK_IMAGES}}},
+                                **quiet},
     }
     selected = [job for job in (defs.resolve_job_def(name) for name in jobs) if job.asset_layer.executable_asset_keys]
     width = max([len(key.to_user_string()) for job in selected for key in job.asset_layer.executable_asset_keys] or [0])
@@ -275,9 +292,9 @@ def run_demo(
     with child_environment(sys.stdout if stdout is None else stdout), warnings.catch_warnings():
         # raised by Dagster's own Pipes code on every training launch, nothing to act on
         warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=".*expected_writer_count.*")
-        for job in selected:
+        runs = [(job, partition) for job in selected for partition in DEMO_PARTITIONS.get(job.name, [None])]
+        for job, partition in runs:
             run_id = str(uuid.uuid4())
-            partition = DEMO_PARTITIONS.get(job.name)
             echo(f"running {job.name}{f' for {partition}' if partition else ''} (run {run_id[:8]}) ...")
             instance.add_event_listener(run_id, RunReport(job, width).listener(echo))
             result = job.execute_in_process(

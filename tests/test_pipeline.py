@@ -20,6 +20,8 @@ EXPECTED_ASSETS = {
     "dataset_helmet_quick", "base_model", "model_go2k_finetune_sgd", "model_go2k_finetune_adamw", "model_go2k_v2",
     "model_go2k_v3", "model_comparison",
 }
+CAPTURE_DAYS = ("2026-02-11", "2026-02-12")  # the demo site's two days
+CAPTURE_ASSETS = {"captures", "captures_dedup", "captures_selection", "pseudo_labels", "cvat_review_packages"}
 EVALUATION_ASSETS = {"model_export", "sliced_predictions", "conf_sweep", "postprocess_sweep", "gate_sweep",
                      "inference_config", "model_report_card"}
 
@@ -28,7 +30,7 @@ def test_definitions_load_with_every_asset_and_check():
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert EXPECTED_ASSETS | EVALUATION_ASSETS <= keys
+    assert EXPECTED_ASSETS | EVALUATION_ASSETS | CAPTURE_ASSETS <= keys
     checks = {key.name for key in graph.asset_check_keys}
     assert {"go2k_manual_boxes_inside_images", "go2k_manual_classes_valid",
             "go2k_manual_no_duplicate_content", "go2k_manual_files_present", "go2k_split_no_leakage",
@@ -97,6 +99,37 @@ def test_demo_runs_the_whole_graph_and_a_second_run_reuses_everything(small_conf
         # the sliced columns for the evaluated model only
         assert "sliced_f1" in compared["model_go2k_v2"] and compared["model_go2k_v2"]["onnx_ms_per_frame"] > 0
         assert compared["model_go2k_v3"].get("sliced_f1") is None
+        # every demo day ingested, one partition each
+        for day in CAPTURE_DAYS:
+            ingested = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey("captures"), asset_partitions=[day]), limit=1).records
+            assert ingested and ingested[0].asset_materialization.metadata["count/frames"].value > 0, day
+            deduped = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey("captures_dedup"), asset_partitions=[day]), limit=1).records
+            assert deduped and deduped[0].asset_materialization.metadata["count/frozen"].value > 0, day
+        # one review round: selection, pseudo-labels by go2k_v2's adopted setting, CVAT packages
+        selection = instance.get_latest_materialization_event(dg.AssetKey("captures_selection")).asset_materialization
+        assert selection.metadata["count/frames"].value > 0
+        assert set(selection.metadata["upstream"].value) == {f"captures_dedup/{day}" for day in CAPTURE_DAYS} | {"go2k_manual"}
+        pseudo = instance.get_latest_materialization_event(dg.AssetKey("pseudo_labels")).asset_materialization
+        assert pseudo.metadata["count/frames"].value == selection.metadata["count/frames"].value
+        assert pseudo.metadata["count/boxes_after_gate"].value <= pseudo.metadata["count/boxes_before_gate"].value
+        assert pseudo.metadata["upstream"].value["inference_config"] == adopted.metadata["version"].value
+        packages = instance.get_latest_materialization_event(dg.AssetKey("cvat_review_packages")).asset_materialization
+        assert packages.metadata["count/images"].value == (
+            mat.metadata["count/images"].value + selection.metadata["count/frames"].value)
+        # the review-value policy values every candidate with the detector; pseudo_labels then reads that cache
+        half = selection.metadata["count/candidates"].value // 2
+        valued = defs.resolve_job_def("review_round_job").execute_in_process(
+            instance=instance, run_config={"ops": {"captures_selection": {"config": {"policy": "review_value",
+                                                                                     "target": half}}}})
+        assert valued.success
+        by_value = instance.get_latest_materialization_event(dg.AssetKey("captures_selection")).asset_materialization
+        assert by_value.metadata["count/frames"].value == half
+        assert (by_value.metadata["review_value_mean_review_value"].value
+                >= by_value.metadata["time_uniform_mean_review_value"].value)
+        relabelled = instance.get_latest_materialization_event(dg.AssetKey("pseudo_labels")).asset_materialization
+        assert relabelled.metadata["inferred"].value is False and relabelled.metadata["count/frames"].value == half
         recipe = instance.get_latest_materialization_event(dg.AssetKey("dataset_helmet_quick")).asset_materialization
         assert recipe.metadata["upstream"].value["go2k_manual"] == version
         assert any("quota 400" in w for w in recipe.metadata["warnings"].value)
@@ -107,10 +140,11 @@ def test_demo_runs_the_whole_graph_and_a_second_run_reuses_everything(small_conf
         site = instance.get_latest_materialization_event(dg.AssetKey("demo_site")).asset_materialization
         assert site.metadata["status"].value == "up to date"
         # the same jobs on the same upstream versions are not trained again
-        for asset in ("base_model", "model_go2k_v2", "model_export", "sliced_predictions", "model_report_card"):
+        for asset in ("base_model", "model_go2k_v2", "model_export", "sliced_predictions", "model_report_card",
+                      "pseudo_labels"):
             rerun = instance.get_latest_materialization_event(dg.AssetKey(asset)).asset_materialization
             assert rerun.metadata["reused_version"].value is True, asset
-            key = "count/frames" if asset in ("sliced_predictions", "model_report_card") else "version"
+            key = "count/frames" if asset in ("sliced_predictions", "model_report_card", "pseudo_labels") else "version"
             assert rerun.metadata[key].value, asset
         assert len(list((hoban_home / "runs" / "model_go2k_v2").iterdir())) == 1
     assert any("done." in line for line in lines)

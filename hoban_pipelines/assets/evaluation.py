@@ -13,10 +13,9 @@ import json
 
 import dagster as dg
 
-from hoban_pipelines.assets.publishing import Published, asset_name, lake_output, partition_of, publish, published_with_key
+from hoban_pipelines.assets.publishing import lake_output, partition_of, publish, reused_version
 from hoban_pipelines.assets.training import EVALUATION_DATA, MODELS
 from hoban_pipelines.core.lake import Lake, LakeHandle
-from hoban_pipelines.core.report import BuildReport
 from hoban_pipelines.evaluation import builds
 from hoban_pipelines.evaluation.engine import BACKENDS, EvaluationError, InferenceSettings
 from hoban_pipelines.evaluation.export import export_onnx
@@ -37,18 +36,6 @@ def _model(context: dg.AssetExecutionContext, lake: LakeResource) -> tuple[str, 
     return name, lake.recorded(name)
 
 
-def _reuse(context: dg.AssetExecutionContext, lake: LakeResource, key: dict) -> Published | None:
-    """The published version of this exact computation, if there is one (its counts only: a reused
-    version's tables and pictures are on the materialization that published it)."""
-    earlier = published_with_key(context, lake, key)
-    if earlier is None:
-        return None
-    context.log.info(f"{asset_name(context)} for {partition_of(context)}: this exact computation is published as "
-                     f"{earlier.version}; reusing it")
-    return Published(handle=earlier, root=earlier.resolve(lake.get().home), reused=True,
-                     report=BuildReport(counts=dict(earlier.counts)))
-
-
 @dg.asset(
     group_name=GROUP, kinds={"onnx"}, partitions_def=MODEL_PARTITIONS, deps=MODEL_DEPS, code_version="1",
     description="The partition's model exported to ONNX by ultralytics (dynamic batch), checked against the "
@@ -58,7 +45,7 @@ def model_export(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Ou
     name, model = _model(context, lake)
     store = lake.get()
     key = {"model": model.version}
-    reused = _reuse(context, lake, key)
+    reused = reused_version(context, lake, key)
     if reused:
         return lake_output(reused)
     root = model.resolve(store.home)
@@ -98,7 +85,7 @@ def sliced_predictions(context: dg.AssetExecutionContext, config: SlicedPredicti
     frames = evaluation_set(data_root)
     key = {"model": model.version, "data": data.version, "frames": frames_key(frames.images),
            "settings": settings.as_dict(), "backend": backend}
-    reused = None if config.reinfer else _reuse(context, lake, key)
+    reused = None if config.reinfer else reused_version(context, lake, key)
     if reused:
         return lake_output(reused)
     detector = builds.load_detector(backend, model_root, export.resolve(store.home), device=device,
@@ -220,7 +207,7 @@ def model_report_card(context: dg.AssetExecutionContext, lake: LakeResource, yol
     # the same inputs give the same card, bar the side run's timing: reuse it rather than time again
     key = {"model": model.version, "sliced_predictions": cache.version, "inference_config": adopted.version,
            "model_export": export.version, EVALUATION_DATA: data.version}
-    reused = _reuse(context, lake, key)
+    reused = reused_version(context, lake, key)
     if reused:
         return lake_output(reused)
     evaluation = _evaluation(lake, context, cache, data)

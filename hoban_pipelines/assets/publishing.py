@@ -90,6 +90,19 @@ def published_with_key(context: dg.AssetExecutionContext, lake: LakeResource, ke
                                    partition_of(context))
 
 
+def reused_version(context: dg.AssetExecutionContext, lake: LakeResource, key: dict) -> Published | None:
+    """The published version of this exact computation, if there is one (its counts only: a reused
+    version's tables and pictures are on the materialization that published it)."""
+    earlier = published_with_key(context, lake, key)
+    if earlier is None:
+        return None
+    partition = partition_of(context)
+    context.log.info(f"{asset_name(context)}{f' for {partition}' if partition else ''}: this exact computation is "
+                     f"published as {earlier.version}; reusing it")
+    return Published(handle=earlier, root=earlier.resolve(lake.get().home), reused=True,
+                     report=BuildReport(counts=dict(earlier.counts)))
+
+
 def lake_output(published: Published) -> dg.Output[LakeHandle]:
     """The handle as the asset's output, its version as the data version, the report as metadata."""
     metadata = {

@@ -50,8 +50,9 @@ def sample_grid(
     path: Path,
     columns: int = 3,
     tile_width: int = 640,
+    removed_by: str = "cleaning",
 ) -> Path:
-    """Images with kept boxes in class colours and removed boxes in magenta, in a grid.
+    """Images with kept boxes in class colours and boxes ``removed_by`` a step in magenta, in a grid.
 
     ``samples`` yields (image path, kept boxes, removed boxes), boxes in pixel columns x1 y1 x2 y2 cls.
     """
@@ -76,7 +77,7 @@ def sample_grid(
     rows = [np.hstack(tiles[i : i + columns]) for i in range(0, len(tiles), columns)]
     legend = np.zeros((28, rows[0].shape[1], 3), np.uint8)
     x = 6
-    for index, name in enumerate([*classes, "removed by cleaning"]):
+    for index, name in enumerate([*classes, f"removed by {removed_by}"]):
         colour = REMOVED_COLOUR if index == len(classes) else CLASS_COLOURS[index % len(CLASS_COLOURS)]
         cv2.rectangle(legend, (x, 8), (x + 14, 22), colour, -1)
         cv2.putText(legend, name, (x + 20, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)

@@ -46,6 +46,9 @@ class Settings:
             "cam2": f"{DEMO_SITE}/captures/cam2",
         }
     )
+    capture_timezone: str = "Asia/Seoul"  # the sites' clock: capture names carry local time, no zone
+    # regexes with a (?P<stamp>...) group in YYYYMMDD_HHMMSS, tried in order on each capture's file name
+    capture_patterns: list[str] = field(default_factory=lambda: [r"(?P<stamp>\d{8}_\d{6})"])
     classes: list[str] = field(
         default_factory=lambda: ["person_with_helmet", "person_without_helmet"]
     )

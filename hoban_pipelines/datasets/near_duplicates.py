@@ -79,6 +79,7 @@ MAX_PAIRS = 5_000_000  # about 750 MB as Python tuples
 
 _DECODE_FLAG = cv2.IMREAD_REDUCED_GRAYSCALE_4
 _FROZEN_CHUNK = 64  # frames decoded ahead, so memory stays bounded on long runs
+_JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
 
 
 def _default_workers() -> int:
@@ -92,6 +93,9 @@ def _read_gray(path: Path) -> tuple[bytes, np.ndarray | None, str | None]:
         data = path.read_bytes()
     except OSError as error:
         return b"", None, f"cannot read: {error.strerror or error}"
+    if data[:2] == _JPEG_START and data.rstrip(b"\x00")[-2:] != _JPEG_END:
+        # OpenCV decodes a cut-off JPEG without complaint, the missing rows grey
+        return data, None, "truncated JPEG (no end-of-image marker): the file was cut off while written or copied"
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), _DECODE_FLAG) if data else None
     except cv2.error:  # some codecs raise on corrupt input instead of returning None
@@ -389,7 +393,7 @@ def near_duplicate_pairs_fastdup(paths: Sequence[str | Path], threshold: float) 
     index = {name: i for i, name in enumerate(names)}
     with tempfile.TemporaryDirectory(prefix="hoban-fastdup-") as work_dir:
         fd = fastdup.create(work_dir=work_dir, input_dir=names)
-        fd.run(threshold=threshold, overwrite=True, run_explore=False, print_summary=False)
+        fd.run(threshold=threshold, overwrite=True, print_summary=False)
         table = fd.similarity()
     best: dict[tuple[int, int], float] = {}
     if table is not None:

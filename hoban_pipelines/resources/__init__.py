@@ -1,9 +1,10 @@
 """Dagster resources: the lake (storage root and handle IO manager), the user's settings, the YOLO
-runtime, and the policy the evaluation adopts an inference setting by."""
+runtime, the policy the evaluation adopts an inference setting by, and the team's CVAT server."""
 
 from hoban_pipelines.resources.adoption import AdoptionPolicy
+from hoban_pipelines.resources.cvat import CvatResource
 from hoban_pipelines.resources.lake import LakeHandleIOManager, LakeResource
 from hoban_pipelines.resources.settings import SettingsResource
 from hoban_pipelines.resources.runtime import YoloRuntime
 
-__all__ = ["AdoptionPolicy", "LakeHandleIOManager", "LakeResource", "SettingsResource", "YoloRuntime"]
+__all__ = ["AdoptionPolicy", "CvatResource", "LakeHandleIOManager", "LakeResource", "SettingsResource", "YoloRuntime"]

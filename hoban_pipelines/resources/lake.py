@@ -50,6 +50,11 @@ class LakeResource(dg.ConfigurableResource):
         evaluation partition names), where a declared input cannot say which."""
         return _load(_home(self.home), dg.AssetKey.from_user_string(asset), partition)
 
+    def recorded_partitions(self, asset: str) -> list[str]:
+        """The partitions of ``asset`` with a recorded materialization, in key order."""
+        folder = _record(_home(self.home), dg.AssetKey.from_user_string(asset), "any").parent
+        return sorted(record.stem for record in folder.glob("*.json")) if folder.is_dir() else []
+
 
 class LakeHandleIOManager(dg.ConfigurableIOManager):
     """Persists ``LakeHandle`` outputs as small JSON records and loads them for inputs."""
