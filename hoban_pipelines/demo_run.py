@@ -36,9 +36,9 @@ DEMO_PARTITIONS = {
     captures_job.name: [(SITE_EPOCH + timedelta(days=day)).date().isoformat() for day in range(SITE_DAYS)],
 }
 # The demo's review round, scaled down from the team's 3,000 frames in tasks of 1,200: pseudo-labelling
-# costs about a quarter of a second a frame on 2 cores, and smaller tasks show the split.
-DEMO_REVIEW_FRAMES = 240
-DEMO_TASK_IMAGES = 150
+# a 1080p frame takes about 0.4 s on 2 cores, and smaller tasks show the split (go2k_manual first).
+DEMO_REVIEW_FRAMES = 160
+DEMO_TASK_IMAGES = 100
 TAG_PREFIX = "hoban/"
 UNKNOWN_COMMIT = "unknown"
 

@@ -59,9 +59,13 @@ def captures_dedup(context: dg.AssetExecutionContext, lake: LakeResource, config
     """The day's frozen frames per camera (byte copies by sha256, re-encoded repeats by block-max MAD
     against the last live frame), the keep-list, the runs and the bytes deleting them would free.
     Nothing is deleted: `hoban captures prune --day DAY --dry-run`, then `--apply`, does that."""
+    key = {"captures": captures.version, "threshold": config.threshold}
+    reused = reused_version(context, lake, key)
+    if reused:
+        return lake_output(reused)
     folder = captures.resolve(lake.get().home)
     return lake_output(publish(context, lake, lambda out: build_dedup(folder, out, config.threshold),
-                               params={"threshold": config.threshold}, upstream={"captures": captures.version}))
+                               params={"reuse_key": key}, upstream={"captures": captures.version}))
 
 
 class SelectionConfig(dg.Config):

@@ -8,7 +8,7 @@ materialization's metadata.
 import dagster as dg
 
 from hoban_pipelines.assets.captures import REVIEW_GROUP
-from hoban_pipelines.assets.publishing import lake_output, publish
+from hoban_pipelines.assets.publishing import lake_output, publish, reused_version
 from hoban_pipelines.core.lake import LakeHandle
 from hoban_pipelines.core.report import Table
 from hoban_pipelines.resources import CvatResource, LakeResource
@@ -19,6 +19,7 @@ from hoban_pipelines.review.round import build_review_round
 class ReviewPackagesConfig(dg.Config):
     max_images: int = 1200  # images a CVAT task (the team's parts: 1,202, 1,202, 1,200)
     include_go2k_manual: bool = True  # go2k_manual's images first, for a second look at the hand labels
+    upload_again: bool = False  # with a CVAT server: create tasks for packages already built (and uploaded) before
 
 
 @dg.asset(group_name=REVIEW_GROUP, kinds={"cvat"}, code_version="1",
@@ -32,15 +33,19 @@ def cvat_review_packages(context: dg.AssetExecutionContext, lake: LakeResource, 
     home = lake.get().home
     classes = pseudo_labels.classes
     labelled = go2k_manual.resolve(home) if config.include_go2k_manual else None
-    published = publish(
+    upstream = {"go2k_manual": go2k_manual.version, "captures_selection": selection.version,
+                "pseudo_labels": pseudo_labels.version}
+    key = {**upstream, "max_images": config.max_images, "include_go2k_manual": config.include_go2k_manual}
+    published = reused_version(context, lake, key) or publish(
         context, lake,
         lambda out: build_review_round(labelled, selection.resolve(home), pseudo_labels.resolve(home), classes, out,
                                        config.max_images),
-        params=config.model_dump(), classes=classes,
-        upstream={"go2k_manual": go2k_manual.version, "captures_selection": selection.version,
-                  "pseudo_labels": pseudo_labels.version},
+        params={"reuse_key": key}, classes=classes, upstream=upstream,
     )
-    if cvat.configured:
+    if cvat.configured and published.reused and not config.upload_again:
+        context.log.info(f"these packages are version {published.handle.version}, uploaded when first built; "
+                         "set upload_again to create their tasks once more")
+    elif cvat.configured:
         with cvat.client() as client:
             created = upload_review_packages(published.root, client, project_id=cvat.project_id or None)
         context.log.info(f"created {len(created)} CVAT tasks on {cvat.host}")

@@ -35,11 +35,13 @@ SAMPLE_FRAMES = 6
 
 
 def inference_settings(config: dict[str, Any], conf_floor: float = 0.05) -> InferenceSettings:
-    """The slicing an ``inference_config`` was adopted at, as engine settings."""
+    """The slicing an ``inference_config`` was adopted at, as engine settings; the full-image
+    pass only when the adopted setting has a gate (nothing else reads it, and it can cost as much
+    as the slices)."""
     slicing = config["slicing"]
     return InferenceSettings(slice_size=int(slicing["slice_size"]), imgsz=int(slicing["imgsz"]),
-                             full_imgsz=int(slicing["full_imgsz"]), overlap=float(slicing["overlap"]),
-                             conf_floor=min(conf_floor, float(config["conf"])))
+                             full_imgsz=int(slicing["full_imgsz"]) if config.get("gate") else 0,
+                             overlap=float(slicing["overlap"]), conf_floor=min(conf_floor, float(config["conf"])))
 
 
 def predict_frames(detector: Detector, paths: list[str], settings: InferenceSettings, out_file: Path, *,
