@@ -6,9 +6,11 @@ import os
 
 import dagster as dg
 
-from hoban_pipelines.assets import captures, datasets, demo, evaluation, inputs, labels, review, training
+from hoban_pipelines.assets import (
+    captures, datasets, demo, evaluation, inputs, labels, promotion, retraining, review, training,
+)
 from hoban_pipelines.assets.datasets import load_recipe_assets
-from hoban_pipelines.jobs import all_jobs, all_schedules
+from hoban_pipelines.jobs import all_jobs, all_schedules, all_sensors
 from hoban_pipelines.resources import (
     AdoptionPolicy, CvatResource, LakeHandleIOManager, LakeResource, SettingsResource, YoloRuntime,
 )
@@ -17,11 +19,13 @@ recipe_assets, recipe_checks = load_recipe_assets()
 CVAT_ENV = {"host": "CVAT_HOST", "username": "CVAT_USERNAME", "password": "CVAT_PASSWORD"}
 
 defs = dg.Definitions(
-    assets=[*dg.load_assets_from_modules([demo, inputs, labels, datasets, training, evaluation, captures, review]),
+    assets=[*dg.load_assets_from_modules([demo, inputs, labels, datasets, training, evaluation, captures, review,
+                                          retraining, promotion]),
             *recipe_assets],
-    asset_checks=[*dg.load_asset_checks_from_modules([labels, datasets]), *recipe_checks],
+    asset_checks=[*dg.load_asset_checks_from_modules([labels, datasets, retraining]), *recipe_checks],
     jobs=all_jobs,
     schedules=all_schedules,
+    sensors=all_sensors,
     resources={
         "lake": LakeResource(),
         "settings": SettingsResource(),

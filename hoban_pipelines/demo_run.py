@@ -23,23 +23,29 @@ import dagster as dg
 from hoban_pipelines.core.settings import PROJECT_ROOT, Settings, hoban_home, load_settings
 from hoban_pipelines.definitions import defs
 from hoban_pipelines.assets.evaluation import DEFAULT_MODEL
+from hoban_pipelines.assets.promotion import CANDIDATE
+from hoban_pipelines.assets.training import PRODUCTION
+from hoban_pipelines.core.lake import Lake
 from hoban_pipelines.demo.crew import SITE_DAYS, SITE_EPOCH
 from hoban_pipelines.jobs import (
-    captures_job, demo_site_job, evaluation_job, observe_inputs_job, pipeline_job, review_round_job,
+    captures_job, demo_site_job, evaluation_job, observe_inputs_job, pipeline_job, promotion_job, retrain_job,
+    review_import_job, review_round_job,
 )
 
-DEMO_JOBS = (demo_site_job.name, observe_inputs_job.name, pipeline_job.name, evaluation_job.name, captures_job.name,
-             review_round_job.name)
+DEMO_JOBS = (demo_site_job.name, observe_inputs_job.name, pipeline_job.name, evaluation_job.name, promotion_job.name,
+             captures_job.name, review_round_job.name, review_import_job.name, retrain_job.name)
 # the partitioned jobs run once a partition: the demo evaluates its go2k_v2 and ingests each of its days
 DEMO_PARTITIONS = {
     evaluation_job.name: [DEFAULT_MODEL],
     captures_job.name: [(SITE_EPOCH + timedelta(days=day)).date().isoformat() for day in range(SITE_DAYS)],
+    retrain_job.name: [CANDIDATE],
 }
 # The demo's review round, scaled down from the team's 3,000 frames in tasks of 1,200: pseudo-labelling
 # a 1080p frame takes about 0.4 s on 2 cores, and smaller tasks show the split (go2k_manual first).
 DEMO_REVIEW_FRAMES = 160
 DEMO_TASK_IMAGES = 100
 TAG_PREFIX = "hoban/"
+RUN_KEY_TAG = "dagster/run_key"  # what a sensor's run carries; the demo's in-process runs carry it too
 UNKNOWN_COMMIT = "unknown"
 
 # ultralytics 8.4 has no switch for its progress bars alone (utils/tqdm.py): YOLO_VERBOSE=false
@@ -255,6 +261,57 @@ def summary_table(reports: Sequence[RunReport]) -> list[str]:
     return lines + [f"  ({'; '.join(notes)})"] * bool(notes)
 
 
+def _runs(selected: list[dg.JobDefinition], run_configs: dict, quiet: dict, instance: dg.DagsterInstance,
+          echo: Callable[[str], None]) -> Iterator[tuple[dg.JobDefinition, str | None, dict, dict]]:
+    """Each run of the demo, in order: a partitioned job once a partition, and the import of the
+    simulated review's export as the sensor asks for it (decided when its turn comes, after the
+    review round made the packages)."""
+    for job in selected:
+        if job.name == review_import_job.name:
+            for request in simulated_review(instance, echo):
+                yield job, request.partition_key, {**request.run_config, **quiet}, dict(request.tags)
+            continue
+        if job.name == promotion_job.name and Lake(hoban_home()).versions(PRODUCTION):
+            echo(f"{PRODUCTION} exists: the first model is promoted once; later ones by the review loop")
+            continue
+        for partition in DEMO_PARTITIONS.get(job.name, [None]):
+            yield job, partition, run_configs.get(job.name, quiet), {}
+
+
+def simulated_review(instance: dg.DagsterInstance, echo: Callable[[str], None]) -> list[dg.RunRequest]:
+    """A reviewer for the demo: the last review task is corrected toward the demo world's exact
+    boxes and exported as a CVAT zip into the drop folder, then the real sensor ticks twice, as
+    the daemon would (the first sees the file, the second finds it unchanged and asks for its
+    import). An export imported before (the same run key) is not imported again."""
+    from hoban_pipelines.assets.demo import DEMO_SITE_DIR
+    from hoban_pipelines.assets.retraining import reviewed_exports_sensor_fn
+    from hoban_pipelines.demo.reviewer import review_package
+    from hoban_pipelines.resources import LakeResource, SettingsResource
+    from hoban_pipelines.review.packages import last_task_annotations
+
+    settings = load_settings()
+    packages = LakeResource().recorded("cvat_review_packages")
+    task_xml = last_task_annotations(packages.resolve(hoban_home()))
+    drop = settings.path("review_drop")
+    drop.mkdir(parents=True, exist_ok=True)
+    export = drop / f"{task_xml.stem}_reviewed.zip"
+    done = review_package(task_xml, export, hoban_home() / DEMO_SITE_DIR, seed=settings.demo_seed)
+    changes = ", ".join(f"{count} {change}" for change, count in done.items() if change not in ("task", "per_image"))
+    echo(f"simulated review of {done['task']}: {changes} -> {export}")
+    cursor = None
+    for _ in range(2):
+        context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
+                                          resources={"settings": SettingsResource()})
+        result = reviewed_exports_sensor_fn(context, SettingsResource())
+        cursor = context.cursor
+    requests = result.run_requests if isinstance(result, dg.SensorResult) else []
+    fresh = [r for r in requests if not instance.get_run_records(dg.RunsFilter(tags={RUN_KEY_TAG: r.run_key}), limit=1)]
+    for request in fresh:
+        instance.add_dynamic_partitions("reviewed_exports", [request.partition_key])
+    return [dg.RunRequest(run_key=r.run_key, partition_key=r.partition_key, run_config=r.run_config,
+                          tags={**r.tags, RUN_KEY_TAG: r.run_key}) for r in fresh]
+
+
 def run_demo(
     *,
     replace_site: bool = False,
@@ -280,9 +337,16 @@ def run_demo(
         pipeline_job.name: quiet,
         evaluation_job.name: quiet,
         captures_job.name: quiet,
+        # the round is labelled by go2k_v2 by name, not by "production": a second demo run, after go2k_v4
+        # may have been promoted, then reuses the round instead of labelling and reviewing again
         review_round_job.name: {"ops": {"captures_selection": {"config": {"target": DEMO_REVIEW_FRAMES}},
+                                        "pseudo_labels": {"config": {"labeller": DEFAULT_MODEL}},
                                         "cvat_review_packages": {"config": {"max_images": DEMO_TASK_IMAGES}}},
                                 **quiet},
+        # the first model ever is promoted: the go2k_v2 the demo evaluated
+        promotion_job.name: {"ops": {"production_model": {"config": {"candidate": DEFAULT_MODEL}}}, **quiet},
+        # from go2k_v2 by name rather than from "production", which may be the go2k_v4 of an earlier demo run
+        retrain_job.name: {"ops": {CANDIDATE: {"config": {"start_from": DEFAULT_MODEL}}}, **quiet},
     }
     selected = [job for job in (defs.resolve_job_def(name) for name in jobs) if job.asset_layer.executable_asset_keys]
     width = max([len(key.to_user_string()) for job in selected for key in job.asset_layer.executable_asset_keys] or [0])
@@ -292,14 +356,13 @@ def run_demo(
     with child_environment(sys.stdout if stdout is None else stdout), warnings.catch_warnings():
         # raised by Dagster's own Pipes code on every training launch, nothing to act on
         warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=".*expected_writer_count.*")
-        runs = [(job, partition) for job in selected for partition in DEMO_PARTITIONS.get(job.name, [None])]
-        for job, partition in runs:
+        for job, partition, run_config, run_tags in _runs(selected, run_configs, quiet, instance, echo):
             run_id = str(uuid.uuid4())
             echo(f"running {job.name}{f' for {partition}' if partition else ''} (run {run_id[:8]}) ...")
             instance.add_event_listener(run_id, RunReport(job, width).listener(echo))
             result = job.execute_in_process(
-                instance=instance, run_config=run_configs.get(job.name, quiet), raise_on_error=False,
-                run_id=run_id, tags=tags, partition_key=partition,
+                instance=instance, run_config=run_config, raise_on_error=False,
+                run_id=run_id, tags={**tags, **run_tags}, partition_key=partition,
             )
             reports.append(run_report(instance, result.run_id, job, width))
             if not result.success:

@@ -1,4 +1,5 @@
-"""Jobs: what `make demo` runs, and selections the UI and schedules reuse."""
+"""Jobs, schedules and sensors: what `make demo` runs, what the daemon runs on its own, and the
+selections the UI reuses."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import dagster as dg
 import hoban_pipelines.beta_apis  # noqa: F401
 from hoban_pipelines.assets.captures import CAPTURE_DAYS, NIGHTLY_HOUR, REVIEW_GROUP
 from hoban_pipelines.assets.evaluation import MODEL_PARTITIONS
+from hoban_pipelines.assets.promotion import CANDIDATE
+from hoban_pipelines.assets.retraining import cvat_completed_tasks_sensor_fn, reviewed_exports_sensor_fn
+from hoban_pipelines.assets.training import RETRAINING_GROUP
 
 input_observations = dg.AssetSelection.groups("inputs", include_sources=True)
 
@@ -41,14 +45,55 @@ nightly_captures = dg.build_schedule_from_partitioned_job(
     captures_job, hour_of_day=NIGHTLY_HOUR, name="nightly_captures", default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Every night at 02:00 site time, the day that just ended.",
 )
+# The review loop: an export's import (one partition per export), then the retraining it triggers.
+review_import_job = dg.define_asset_job(
+    "review_import_job", selection=dg.AssetSelection.assets("reviewed_exports", "reviewed_labels"),
+    description="Keep one reviewer's CVAT export and read its labels against the review packages (the sensor "
+                "launches it per dropped export).",
+)
+retraining = (dg.AssetSelection.groups(RETRAINING_GROUP) - dg.AssetSelection.assets("reviewed_exports",
+                                                                                    "reviewed_labels"))
+retrain_job = dg.define_asset_job(
+    "retrain_job", selection=retraining | evaluation_selection,
+    description=f"Retrain after review: go2k_v4_mix, {CANDIDATE} from the production checkpoint, its sliced "
+                "evaluation (partition: the model) and the promotion decision.",
+)
+promotion_job = dg.define_asset_job(
+    "promotion_job", selection=dg.AssetSelection.assets("production_model"),
+    description="Decide whether a candidate (run config: candidate) replaces the production model, or roll back "
+                "to a named production version (rollback_to).",
+)
+reviewed_exports_sensor = dg.sensor(
+    name="reviewed_exports_sensor", job=review_import_job, minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Imports each complete new CVAT export dropped in the review_drop folder, once.",
+)(reviewed_exports_sensor_fn)
+
+cvat_completed_tasks_sensor = dg.sensor(
+    name="cvat_completed_tasks_sensor", minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,
+    description="With a CVAT server configured, exports each completed review task into the review_drop folder.",
+)(cvat_completed_tasks_sensor_fn)
+
+
+@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[review_import_job],
+                      request_job=retrain_job, default_status=dg.DefaultSensorStatus.RUNNING,
+                      name="retrain_after_review")
+def retrain_after_review(context: dg.RunStatusSensorContext):
+    """Every successful import retrains, evaluates and decides once (run key: the import's run)."""
+    return dg.RunRequest(run_key=f"retrain_after:{context.dagster_run.run_id}", partition_key=CANDIDATE,
+                         tags={"hoban/reviewed_export": context.dagster_run.tags.get("dagster/partition", "")})
+
+
 # Everything else, materialized in dependency order; `make demo` runs it after the two above,
 # then evaluation_job for the demo's go2k_v2, captures_job for each of the demo's days and a review round.
 pipeline_job = dg.define_asset_job(
     "pipeline_job",
     selection=(dg.AssetSelection.all() - dg.AssetSelection.groups("demo") - input_observations
-               - evaluation_selection - capture_days - review_round),
+               - evaluation_selection - capture_days - review_round - dg.AssetSelection.groups(RETRAINING_GROUP)),
     description="Every unpartitioned lake asset up to the models, in dependency order.",
 )
 
-all_jobs = [demo_site_job, observe_inputs_job, pipeline_job, evaluation_job, captures_job, review_round_job]
+all_jobs = [demo_site_job, observe_inputs_job, pipeline_job, evaluation_job, captures_job, review_round_job,
+            review_import_job, retrain_job, promotion_job]
 all_schedules = [nightly_captures]
+all_sensors = [cvat_completed_tasks_sensor, reviewed_exports_sensor, retrain_after_review]

@@ -11,7 +11,9 @@ import pytest
 from hoban_pipelines.assets import labels
 from hoban_pipelines.assets.labels import go2k_manual
 from hoban_pipelines.definitions import defs
+from hoban_pipelines.demo.reviewer import review_package
 from hoban_pipelines.demo_run import run_demo
+from hoban_pipelines.review.packages import last_task_annotations
 from hoban_pipelines.resources import LakeHandleIOManager, LakeResource, SettingsResource, YoloRuntime
 from hoban_pipelines.core.settings import ConfigError
 
@@ -21,7 +23,8 @@ EXPECTED_ASSETS = {
     "model_go2k_v3", "model_comparison",
 }
 CAPTURE_DAYS = ("2026-02-11", "2026-02-12")  # the demo site's two days
-CAPTURE_ASSETS = {"captures", "captures_dedup", "captures_selection", "pseudo_labels", "cvat_review_packages"}
+CAPTURE_ASSETS = {"captures", "captures_dedup", "captures_selection", "pseudo_labels", "cvat_review_packages",
+                  "reviewed_exports", "reviewed_labels", "go2k_v4_mix", "model_go2k_v4", "production_model"}
 EVALUATION_ASSETS = {"model_export", "sliced_predictions", "conf_sweep", "postprocess_sweep", "gate_sweep",
                      "inference_config", "model_report_card"}
 
@@ -83,14 +86,20 @@ def test_demo_runs_the_whole_graph_and_a_second_run_reuses_everything(small_conf
         scratch = next((hoban_home / "runs" / "model_go2k_v2").iterdir())
         assert (scratch / "weights" / "last.pt").is_file() and not (scratch / "data").exists()
         assert (model_dir / "weights" / "best.pt").is_file() and (model_dir / "curves.png").is_file()
-        # the demo evaluates its go2k_v2: one partition of every evaluation asset, computed from that model
+        # the demo evaluates its go2k_v2 (and, after the review round, go2k_v4): one partition of every
+        # evaluation asset each, computed from that model
+        def evaluated(key: str, model_name: str = "model_go2k_v2"):
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[model_name]), limit=1).records
+            assert records, (key, model_name)
+            return records[0].asset_materialization
+
         for key in EVALUATION_ASSETS:
-            event = instance.get_latest_materialization_event(dg.AssetKey(key))
-            assert event is not None and event.asset_materialization.partition == "model_go2k_v2", key
-        cache = instance.get_latest_materialization_event(dg.AssetKey("sliced_predictions")).asset_materialization
+            assert evaluated(key).partition == "model_go2k_v2" and evaluated(key, "model_go2k_v4"), key
+        cache = evaluated("sliced_predictions")
         assert cache.metadata["upstream"].value["model_go2k_v2"] == model.metadata["version"].value
         assert cache.metadata["upstream"].value["go2k_split"] == split_version
-        adopted = instance.get_latest_materialization_event(dg.AssetKey("inference_config")).asset_materialization
+        adopted = evaluated("inference_config")
         assert adopted.metadata["policy"].value.startswith("precision_at_recall")
         comparison = instance.get_latest_materialization_event(dg.AssetKey("model_comparison")).asset_materialization
         compared = {record.data["model"]: record.data for record in comparison.metadata["models"].records}
@@ -118,6 +127,34 @@ def test_demo_runs_the_whole_graph_and_a_second_run_reuses_everything(small_conf
         packages = instance.get_latest_materialization_event(dg.AssetKey("cvat_review_packages")).asset_materialization
         assert packages.metadata["count/images"].value == (
             mat.metadata["count/images"].value + selection.metadata["count/frames"].value)
+        # the review loop: go2k_v2 promoted first; the simulated reviewer's export imported once through the
+        # sensor's run request; the reviewer-change metrics are what the reviewer did; go2k_v4 retrained and decided
+        first = instance.fetch_materializations(dg.AssetKey("production_model"), limit=10,
+                                                ascending=True).records[0].asset_materialization
+        assert first.metadata["model"].value == "model_go2k_v2"
+        imported = instance.get_latest_materialization_event(dg.AssetKey("reviewed_labels")).asset_materialization
+        task_xml = last_task_annotations(hoban_home / packages.metadata["lake_path"].value)
+        did = review_package(task_xml, hoban_home / "again.zip", hoban_home / "demo_site", seed=7)
+        for change in ("kept", "relabelled", "moved", "deleted", "added"):
+            assert imported.metadata[f"count/{change}"].value == did[change], change
+        retrained = instance.get_latest_materialization_event(dg.AssetKey("model_go2k_v4")).asset_materialization
+        assert retrained.metadata["upstream"].value["model_go2k_v2"] == model.metadata["version"].value
+        assert retrained.metadata["upstream"].value["go2k_v4_mix"]
+        v4_mix = instance.get_latest_materialization_event(dg.AssetKey("go2k_v4_mix")).asset_materialization
+        assert v4_mix.metadata["count/reviewed_images"].value == sum(name.startswith("captures/")
+                                                                     for name in did["per_image"])
+        decision = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(dg.AssetKey("production_model"), "candidate_beats_production"), limit=1)[0]
+        figures = decision.event.dagster_event.event_specific_data.metadata
+        assert figures["candidate"].value == "model_go2k_v4" and figures["production"].value == "model_go2k_v2"
+        assert isinstance(figures["candidate_f1"].value, float) and isinstance(figures["production_f1"].value, float)
+        # rolling back is one materialization naming an earlier production version
+        rolled = defs.resolve_job_def("promotion_job").execute_in_process(
+            instance=instance, run_config={"ops": {"production_model": {"config": {
+                "rollback_to": first.metadata["version"].value}}}})
+        assert rolled.success
+        restored = instance.get_latest_materialization_event(dg.AssetKey("production_model")).asset_materialization
+        assert restored.metadata["model"].value == "model_go2k_v2" and "rollback" in restored.metadata["reason"].value
         # the review-value policy values every candidate with the detector; pseudo_labels then reads that cache
         half = selection.metadata["count/candidates"].value // 2
         valued = defs.resolve_job_def("review_round_job").execute_in_process(
@@ -147,6 +184,9 @@ def test_demo_runs_the_whole_graph_and_a_second_run_reuses_everything(small_conf
             key = "count/frames" if asset in ("sliced_predictions", "model_report_card", "pseudo_labels") else "version"
             assert rerun.metadata[key].value, asset
         assert len(list((hoban_home / "runs" / "model_go2k_v2").iterdir())) == 1
+        # the export was imported once: the second run's sensor ticks asked for the same run key
+        imports = instance.get_run_records(dg.RunsFilter(job_name="review_import_job"))
+        assert len(imports) == 1 and imports[0].dagster_run.is_success
     assert any("done." in line for line in lines)
 
 

@@ -14,6 +14,7 @@ import dagster as dg
 import pandas as pd
 
 from hoban_pipelines.assets.evaluation import DEFAULT_MODEL
+from hoban_pipelines.assets.training import PRODUCTION
 from hoban_pipelines.assets.publishing import asset_name, lake_output, partition_of, publish, reused_version
 from hoban_pipelines.captures.dedup import build_dedup
 from hoban_pipelines.captures.ingest import Timestamping, build_captures
@@ -24,6 +25,7 @@ from hoban_pipelines.core.settings import load_settings
 from hoban_pipelines.datasets.near_duplicates import FROZEN_THRESHOLD
 from hoban_pipelines.evaluation import builds
 from hoban_pipelines.evaluation.engine import Detector, EvaluationError
+from hoban_pipelines.promotion.decide import read_promotion
 from hoban_pipelines.resources import LakeResource, SettingsResource, YoloRuntime
 from hoban_pipelines.training.job import resolve_device
 
@@ -80,15 +82,19 @@ class SelectionConfig(dg.Config):
     target: int = 3000
     policy: str = "time_uniform"  # time_uniform | review_value
     uncertain_band: float = 0.15  # review_value: a detection this close to the adopted conf is a doubt
+    labeller: str = PRODUCTION  # review_value: the model that values the frames (see pseudo_labels)
 
 
-LABELLING_MODEL = DEFAULT_MODEL  # whose adopted inference setting labels the captures
-_LABELLING = dg.SpecificPartitionsPartitionMapping([LABELLING_MODEL])
+# Captures are labelled by the production model (its promoted version, at the inference setting
+# adopted for that version), or by go2k_v2 before anything is promoted. Production is read at run
+# time, not declared: the review loop is a cycle (labels -> review -> retrained model -> its
+# evaluation -> production -> labels) and an asset graph has none; the versions used are in each
+# version's upstream.
+FIRST_LABELLER = DEFAULT_MODEL
 
 
 @dg.asset(group_name=REVIEW_GROUP, kinds={"parquet"}, code_version="1",
-          deps=["captures_dedup", dg.AssetDep("inference_config", partition_mapping=_LABELLING),
-                dg.AssetDep("model_export", partition_mapping=_LABELLING)])
+          deps=["captures_dedup"])
 def captures_selection(context: dg.AssetExecutionContext, lake: LakeResource, yolo: YoloRuntime,
                        config: SelectionConfig, settings: SettingsResource, go2k_manual: LakeHandle) -> dg.Output:
     """The live frames to pseudo-label and review, over a range of ingested days, in review
@@ -104,7 +110,7 @@ def captures_selection(context: dg.AssetExecutionContext, lake: LakeResource, yo
     upstream["go2k_manual"] = go2k_manual.version
     scorer = labeller = None
     if rule.policy == "review_value":
-        labeller = _labeller(lake, yolo)
+        labeller = _labeller(lake, yolo, config.labeller)
         upstream.update(labeller.upstream)
     key = {"rule": rule.as_dict(), **upstream, **(labeller.key if labeller else {})}
     reused = reused_version(context, lake, key)
@@ -129,6 +135,7 @@ class _Labeller:
     backend: str
     device: str
     threads: int
+    classes: list
 
     @property
     def detector(self) -> Detector:
@@ -136,35 +143,47 @@ class _Labeller:
                                     threads=self.threads)
 
 
-def _labeller(lake: LakeResource, yolo: YoloRuntime) -> _Labeller:
-    home = lake.get().home
-    model = lake.recorded(LABELLING_MODEL)
-    adopted = lake.recorded("inference_config", LABELLING_MODEL)
-    export = lake.recorded("model_export", LABELLING_MODEL)
+def _labeller(lake: LakeResource, yolo: YoloRuntime, labeller: str) -> _Labeller:
+    """``labeller``: 'production' (go2k_v2 before any promotion), or a model asset's current version."""
+    store = lake.get()
+    home = store.home
+    if labeller == PRODUCTION and store.versions(PRODUCTION):
+        production = lake.recorded(PRODUCTION)
+        promoted = read_promotion(production.resolve(home))["production"]
+        name, version, model_root = promoted["model"], promoted["version"], home / promoted["path"]
+        chosen = {PRODUCTION: production.version}
+    else:
+        name = FIRST_LABELLER if labeller == PRODUCTION else labeller
+        model = lake.recorded(name)
+        version, model_root, chosen = model.version, model.resolve(home), {}
+    adopted = lake.recorded("inference_config", name)
+    export = lake.recorded("model_export", name)
     config = builds.read_inference_config(adopted.resolve(home))
-    if config.get("model_version") != model.version:
-        raise EvaluationError(f"inference_config for {LABELLING_MODEL} was adopted for version {config.get('model_version')}"
-                              f", not the current {model.version}: run evaluation_job for {LABELLING_MODEL} first")
+    if config.get("model_version") != version:
+        raise EvaluationError(f"inference_config for {name} was adopted for version {config.get('model_version')}, "
+                              f"not the labelling version {version}: run evaluation_job for {name} first")
     device = resolve_device(yolo.device)
     backend = builds.resolve_backend("auto", device)
-    versions = {LABELLING_MODEL: model.version, "inference_config": adopted.version, "model_export": export.version}
+    versions = {name: version, "inference_config": adopted.version, "model_export": export.version, **chosen}
     return _Labeller(config=config, key={**versions, "backend": backend}, upstream=versions,
-                     about={"model": LABELLING_MODEL, "model_version": model.version,
-                            "inference_config": adopted.version, "export_version": export.version},
-                     model_root=model.resolve(home), export_root=export.resolve(home), backend=backend, device=device,
-                     threads=yolo.threads)
+                     about={"model": name, "model_version": version, "inference_config": adopted.version,
+                            "export_version": export.version},
+                     model_root=model_root, export_root=export.resolve(home), backend=backend, device=device,
+                     threads=yolo.threads, classes=lake.recorded(name).classes)
+
+
+class PseudoLabelsConfig(dg.Config):
+    labeller: str = PRODUCTION  # 'production' (go2k_v2 before any promotion) or a model asset, e.g. model_go2k_v2
 
 
 @dg.asset(group_name=REVIEW_GROUP, kinds={"pytorch", "parquet"}, pool="gpu", code_version="1",
-          ins={"selection": dg.AssetIn("captures_selection")},
-          deps=[dg.AssetDep("inference_config", partition_mapping=_LABELLING),
-                dg.AssetDep("model_export", partition_mapping=_LABELLING), LABELLING_MODEL])
+          ins={"selection": dg.AssetIn("captures_selection")})
 def pseudo_labels(context: dg.AssetExecutionContext, lake: LakeResource, yolo: YoloRuntime,
-                  selection: LakeHandle) -> dg.Output:
-    """The selected frames labelled by model_go2k_v2's adopted sliced inference + full-image gate:
+                  config: PseudoLabelsConfig, selection: LakeHandle) -> dg.Output:
+    """The selected frames labelled by the production model's adopted sliced inference + full-image gate:
     every box with whether the gate kept it, counts before and after the gate per camera and
     class, and the busiest frames as pictures."""
-    labeller = _labeller(lake, yolo)
+    labeller = _labeller(lake, yolo, config.labeller)
     key = {**labeller.key, "captures_selection": selection.version}
     reused = reused_version(context, lake, key)
     if reused:
@@ -172,7 +191,7 @@ def pseudo_labels(context: dg.AssetExecutionContext, lake: LakeResource, yolo: Y
     root = selection.resolve(lake.get().home)
     frames = pd.read_parquet(root / SELECTION)
     cache = matching_cache(root, labeller.about, labeller.config)  # the review-value policy predicted them already
-    classes = lake.recorded(LABELLING_MODEL).classes
+    classes = labeller.classes
     return lake_output(publish(
         context, lake,
         lambda out: build_pseudo_labels(frames, labeller.config, classes, out, cache=cache,

@@ -45,7 +45,9 @@ def asset_name(context: dg.AssetExecutionContext) -> str:
 
 
 def partition_of(context: dg.AssetExecutionContext) -> str | None:
-    return context.partition_key if context.has_partition_key else None
+    """The asset's partition; None for an unpartitioned asset, also inside a partitioned run."""
+    partitioned = context.assets_def.partitions_def is not None
+    return context.partition_key if partitioned and context.has_partition_key else None
 
 
 def publish(

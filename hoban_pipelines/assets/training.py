@@ -19,9 +19,10 @@ from hoban_pipelines.assets.publishing import Published, asset_name, lake_output
 from hoban_pipelines.assets.run_config import config_class
 from hoban_pipelines.core.fingerprints import fingerprint_folder
 from hoban_pipelines.core.lake import LakeHandle
+from hoban_pipelines.promotion.decide import read_promotion
 from hoban_pipelines.resources import LakeResource, SettingsResource, YoloRuntime
 from hoban_pipelines.training.job import BEST_WEIGHTS, TrainJob, load_checkpoint, remove_views, resolve_device
-from hoban_pipelines.training.recipes import RECIPES, TrainRecipe
+from hoban_pipelines.training.recipes import RECIPES, TrainingError, TrainRecipe
 from hoban_pipelines.training.report import build_base_checkpoint, build_checkpoint, model_report
 
 SCRATCH = "runs"  # under HOBAN_HOME: ultralytics' working folders, kept for resuming
@@ -34,25 +35,34 @@ MODELS = {
     "model_go2k_finetune_adamw": ("finetune_adamw", "go2k_split"),
     "model_go2k_v2": ("go2k_v2", "go2k_v2_mix"),
     "model_go2k_v3": ("go2k_v3", "go2k_v2_mix"),
+    "model_go2k_v4": ("go2k_v4", "go2k_v4_mix"),
 }
+# retrained after review rounds, from the production checkpoint: built by the review loop, not pipeline_job
+RETRAINED = {"model_go2k_v4"}
+RETRAINING_GROUP = "retraining"
+PRODUCTION = "production_model"
 EVALUATION_DATA = "go2k_split"
 # recipe fields the launchpad does not offer: the name is the asset's, the rest is code
 _FIXED_FIELDS = ("name", "extra", "demo_tiles", "demo_weight")
 
 
-def recipe_config(recipe: TrainRecipe) -> type[dg.Config]:
+_JOB_FIELDS = {"remap": (bool, False), "retrain": (bool, False)}
+
+
+def recipe_config(recipe: TrainRecipe, extra: dict | None = None) -> type[dg.Config]:
     """A run config class whose defaults are the recipe's numbers (the team's), editable in the launchpad."""
     return config_class(
         "".join(part.capitalize() for part in recipe.name.split("_")) + "Config",
         f"The {recipe.name} recipe; the train_profile setting sizes epochs and image size "
         "(`full` trains as written). remap: allow a base checkpoint with other classes. "
-        "retrain: train again even when this exact job already has a published version.",
-        TrainRecipe, defaults=recipe, skip=_FIXED_FIELDS, extra={"remap": (bool, False), "retrain": (bool, False)},
+        "retrain: train again even when this exact job already has a published version."
+        + (" start_from: 'production' (the promoted checkpoint), 'base' or a model asset." if extra else ""),
+        TrainRecipe, defaults=recipe, skip=_FIXED_FIELDS, extra={**_JOB_FIELDS, **(extra or {})},
     )
 
 
 def configured_recipe(recipe: TrainRecipe, config: dg.Config) -> TrainRecipe:
-    return replace(recipe, **{k: v for k, v in config.model_dump().items() if k not in ("remap", "retrain")})
+    return replace(recipe, **{k: v for k, v in config.model_dump().items() if k not in (*_JOB_FIELDS, "start_from")})
 
 
 def _train(
@@ -131,18 +141,41 @@ def base_model(
                   lake=lake, settings=settings, runtime=yolo, pipes=pipes_subprocess_client)
 
 
+def _starting_checkpoint(lake: LakeResource, base: LakeHandle, start_from: str) -> tuple[Path, dict[str, str]]:
+    """The checkpoint a retrained model starts from: production's (when one was promoted and
+    ``start_from`` is 'production'), a named model's current version, else the base model's; and
+    the upstream versions it records.
+    Production is read from its record, not declared as an input: it is decided downstream of
+    the retrained model, and an asset graph has no cycles."""
+    home = lake.get().home
+    if start_from not in ("production", "base", *MODELS):
+        raise TrainingError(f"start_from {start_from!r} is not 'production', 'base' or one of {sorted(MODELS)}")
+    if start_from in MODELS:
+        chosen = lake.recorded(start_from)
+        return chosen.resolve(home) / BEST_WEIGHTS, {start_from: chosen.version}
+    if start_from == "production" and lake.get().versions(PRODUCTION):
+        production = lake.recorded(PRODUCTION)
+        promoted = read_promotion(production.resolve(home))["production"]
+        return home / promoted["path"] / BEST_WEIGHTS, {PRODUCTION: production.version, promoted["model"]: promoted["version"]}
+    return base.resolve(home) / BEST_WEIGHTS, {"base_model": base.version}
+
+
 def model_asset(asset: str, recipe_name: str, data_asset: str) -> dg.AssetsDefinition:
     recipe = RECIPES[recipe_name]
-    config_class = recipe_config(recipe)
+    retrained = asset in RETRAINED
+    extra = {"start_from": (str, "production")} if retrained else {}
+    config_class = recipe_config(recipe, extra)
     tiles = f", on {recipe.tile}-px tiles of the frames" if recipe.tile else ""
+    start = "from the production checkpoint (or base_model before any promotion)" if retrained else "from base_model"
 
     ins = {"data": dg.AssetIn(data_asset), "base": dg.AssetIn("base_model")}
     if data_asset != EVALUATION_DATA:  # an asset key may be an input once
         ins["evaluation"] = dg.AssetIn(EVALUATION_DATA)
 
     @dg.asset(
-        name=asset, group_name="models", kinds={"pytorch"}, pool="gpu", code_version="2", ins=ins,
-        description=f"YOLO trained with the {recipe_name} recipe on {data_asset}{tiles}, from base_model; "
+        name=asset, group_name=RETRAINING_GROUP if retrained else "models", kinds={"pytorch"}, pool="gpu",
+        code_version="2", ins=ins,
+        description=f"YOLO trained with the {recipe_name} recipe on {data_asset}{tiles}, {start}; "
                     f"scored on {EVALUATION_DATA}'s val split.",
     )
     def _model(
@@ -152,11 +185,12 @@ def model_asset(asset: str, recipe_name: str, data_asset: str) -> dg.AssetsDefin
         home = lake.get().home
         data, base = inputs["data"], inputs["base"]
         evaluation = inputs.get("evaluation", data)
+        checkpoint, start = (_starting_checkpoint(lake, base, config.start_from) if retrained
+                             else (base.resolve(home) / BEST_WEIGHTS, {"base_model": base.version}))
         return _train(
             context, recipe=configured_recipe(recipe, config), data_yaml=data.resolve(home) / "data.yaml",
-            eval_data=evaluation.resolve(home) / "data.yaml", model=str(base.resolve(home) / BEST_WEIGHTS),
-            upstream={data_asset: data.version, EVALUATION_DATA: evaluation.version, "base_model": base.version,
-                      **data.upstream},
+            eval_data=evaluation.resolve(home) / "data.yaml", model=str(checkpoint),
+            upstream={data_asset: data.version, EVALUATION_DATA: evaluation.version, **start, **data.upstream},
             remap=config.remap, retrain=config.retrain, lake=lake, settings=settings, runtime=yolo,
             pipes=pipes_subprocess_client,
         )

@@ -60,7 +60,8 @@ def _sample(frame: pd.DataFrame, wanted: int, what: str, seed: int, warnings: li
 
 
 def assemble_mix(base: YoloListing, domain: pd.DataFrame, params: MixParameters) -> MixResult:
-    """Choose the mix's entries. ``domain`` has path, label_path, split (train/val), absolute paths."""
+    """Choose the mix's entries. ``domain`` has path, label_path, split (train/val), absolute paths,
+    and optionally source and copies per row."""
     warnings: list[str] = []
     unreadable: list[tuple[str, str]] = []
     splits = base.entries["split"]
@@ -69,11 +70,16 @@ def assemble_mix(base: YoloListing, domain: pd.DataFrame, params: MixParameters)
     if unreadable:
         shown = "; ".join(f"{path} ({why})" for path, why in unreadable[:5])
         warnings.append(f"{len(unreadable)} base image(s) cannot be read and were skipped: {shown}")
+    # domain rows may name their own source and copies (reviewed captures beside go2k); go2k's by default
+    domain = domain.assign(
+        source=domain["source"].fillna("go2k") if "source" in domain else "go2k",
+        copies=domain["copies"].fillna(params.domain_oversample) if "copies" in domain else params.domain_oversample,
+    )
     parts = [
         base_train.assign(source="base", split=TRAIN, copies=1),
         base_val.assign(source="base", split=VAL, copies=1),
-        domain[domain["split"] == TRAIN].assign(source="go2k", copies=params.domain_oversample),
-        domain[domain["split"] == VAL].assign(source="go2k", copies=1),
+        domain[domain["split"] == TRAIN],
+        domain[domain["split"] == VAL].assign(copies=1),
     ]
     columns = ["source", "split", "path", "label_path", "copies", "camera", "timestamp"]
     entries = pd.concat([p.reindex(columns=columns) for p in parts], ignore_index=True)
@@ -81,12 +87,14 @@ def assemble_mix(base: YoloListing, domain: pd.DataFrame, params: MixParameters)
 
 
 def write_mix(result: MixResult, classes: list[str], out_dir: Path) -> dict:
-    """List files, data.yaml and the entries manifest; returns counts per source, split and class."""
+    """List files, data.yaml and the entries manifest; returns counts per source, split and class.
+    A relative path or label path is relative to ``out_dir`` (files the mix carries itself)."""
     write_data_yaml(out_dir, write_list_files(out_dir, result.entries), classes)
+    labels = [Path(label) if Path(label).is_absolute() else out_dir / label for label in result.entries["label_path"]]
     boxes = np.array([
-        np.bincount([b[0] for b in parse_label_file(Path(label), len(classes))], minlength=len(classes))
-        if Path(label).is_file() else np.zeros(len(classes), int)
-        for label in result.entries["label_path"]
+        np.bincount([b[0] for b in parse_label_file(label, len(classes))], minlength=len(classes))
+        if label.is_file() else np.zeros(len(classes), int)
+        for label in labels
     ]).reshape(len(result.entries), len(classes))
     entries = result.entries.assign(**{f"boxes_{name}": boxes[:, i] for i, name in enumerate(classes)})
     (out_dir / "manifests").mkdir(exist_ok=True)
@@ -103,7 +111,7 @@ def mix_counts(entries: pd.DataFrame, classes: list[str]) -> dict:
     table = weighted.groupby(["split", "source"])[["entries", *[f"boxes_{n}" for n in classes]]].sum()
     per = {f"{split}/{source}": {k: int(v) for k, v in row.items()} for (split, source), row in table.iterrows()}
     train = weighted[weighted["split"] == TRAIN]
-    share = float(train.loc[train["source"] == "go2k", "entries"].sum() / max(train["entries"].sum(), 1))
+    share = float(train.loc[train["source"] != "base", "entries"].sum() / max(train["entries"].sum(), 1))
     return {
         "per_split_source": per,
         "train_entries": int(train["entries"].sum()),

@@ -50,6 +50,9 @@ class LakeResource(dg.ConfigurableResource):
         evaluation partition names), where a declared input cannot say which."""
         return _load(_home(self.home), dg.AssetKey.from_user_string(asset), partition)
 
+    def is_recorded(self, asset: str, partition: str | None = None) -> bool:
+        return _record(_home(self.home), dg.AssetKey.from_user_string(asset), partition).is_file()
+
     def recorded_partitions(self, asset: str) -> list[str]:
         """The partitions of ``asset`` with a recorded materialization, in key order."""
         folder = _record(_home(self.home), dg.AssetKey.from_user_string(asset), "any").parent
@@ -67,7 +70,8 @@ class LakeHandleIOManager(dg.ConfigurableIOManager):
                 f"asset {context.asset_key.to_user_string()} returned {type(obj).__name__}; "
                 "assets on the lake return a LakeHandle"
             )
-        partition = context.partition_key if context.has_partition_key else None
+        # an unpartitioned asset in a partitioned run (model_comparison in evaluation_job) has no partition
+        partition = context.asset_partition_key if context.has_asset_partitions else None
         write_text_atomic(_record(_home(self.home), context.asset_key, partition), obj.to_json())
 
     def load_input(self, context: dg.InputContext) -> LakeHandle | dict[str, LakeHandle]:

@@ -70,6 +70,7 @@ MODEL_BOX, PERSON_BOX = "auto", "manual"  # CVAT's shape source
 ANNOTATION_FORMAT = "CVAT 1.1"  # CVAT's import name; "CVAT for images 1.1" names only the export
 SORTING_METHOD = "predefined"  # frames in the upload manifest's order
 MANIFEST = "manifest.parquet"
+TASK_PREFIX = "review"  # tasks are <prefix>_part1, _part2, ...
 MANIFEST_COLUMNS = ["task", "frame", "name", "source", "camera", "path", "width", "height", "boxes", "sha256"]
 TASK_COLUMNS = ["task", "images", *SOURCE_ORDER, "boxes", "bytes"]
 # Names CVAT leaves out of a task (files_to_ignore; related_images folders hold 3D context
@@ -127,7 +128,7 @@ def build_review_packages(
     labels: Sequence[str],
     out_dir: Path,
     max_images: int = 1200,
-    task_prefix: str = "review",
+    task_prefix: str = TASK_PREFIX,
 ) -> BuildReport:
     """Write one CVAT task package per ``max_images`` images into ``out_dir`` (a fresh folder).
 
@@ -332,6 +333,27 @@ def upload_review_packages(
                                f"Delete those and any half-made {files.task} in CVAT before uploading again") from exc
         created.append({"name": files.task, "task_id": task.id, "images": images})
     return created
+
+
+def last_task_annotations(package_dir: Path) -> Path:
+    """The pre-annotations of the last task of a package folder (the one of captures only, when
+    there are several)."""
+    return _packages(Path(package_dir))[-1][0].annotations
+
+
+def package_with(export: Path, package_dirs: Sequence[Path]) -> Path:
+    """The first package folder whose tasks hold every image of the CVAT export ``export``; an
+    error naming the images no package holds otherwise."""
+    names = {image.name for image in read_export(export).images}
+    missing = names
+    for folder in package_dirs:
+        held = set(pd.read_parquet(Path(folder) / MANIFEST, columns=["name"])["name"])
+        if names <= held:
+            return Path(folder)
+        missing = missing & (names - held)
+    shown = ", ".join(sorted(missing)[:10])
+    raise ValueError(f"{export}: {len(missing)} of its {len(names)} images are in no review package "
+                     f"(e.g. {shown}); export a task created from cvat_review_packages")
 
 
 def _packages(package_dir: Path) -> list[tuple[PackageFiles, int]]:

@@ -102,7 +102,13 @@ def test_sliced_pass_on_site_frames_is_in_frame_pixels_tile_by_tile(batched, sit
 def test_batching_across_frames_changes_nothing(detector, site_frames, batched):
     one_by_one = run_pass(detector, [(f.name, f) for f in site_frames], SETTINGS, batch=1)
     pd.testing.assert_frame_equal(one_by_one.frames, batched.frames)
-    assert_same_detections(one_by_one.detections, batched.detections)
+
+    # a box scoring within float noise of the floor is kept by one batch size and not the other (seen
+    # once in about ten runs on 2 CPU threads): only boxes clearly above it must agree
+    def clear(detections: pd.DataFrame) -> pd.DataFrame:
+        return detections[detections["score"] >= SETTINGS.conf_floor + 1e-3]
+
+    assert_same_detections(clear(one_by_one.detections), clear(batched.detections))
 
 
 def test_the_detection_comparison_can_tell_passes_apart(batched):

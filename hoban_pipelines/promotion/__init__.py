@@ -1,0 +1,1 @@
+"""The last stage: which evaluated checkpoint is the production model."""
