@@ -23,7 +23,7 @@ import math
 import re
 import zipfile
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -81,6 +81,10 @@ class CvatFormatError(ValueError):
         super().__init__(f"{where}: {problem}. {fix[:1].upper()}{fix[1:]}.")
 
 
+# a task's name -> its frames: frame number -> (image name, width, height)
+FrameNames = Callable[[str], Mapping[int, tuple[str, int, int]]]
+
+
 @dataclass(frozen=True)
 class CvatBox:
     """One detection box in pixels (x1, y1, x2, y2), already clipped to its image."""
@@ -130,9 +134,13 @@ class CvatExport:
     zip_images: list[str]  # image members of a zip, relative to images/
 
 
-def read_export(path: str | Path) -> CvatExport:
-    """Read a CVAT XML export (plain or zipped) into memory; raises CvatFormatError."""
-    reader = _ExportReader(Path(path))
+def read_export(path: str | Path, frame_names: FrameNames | None = None) -> CvatExport:
+    """Read a CVAT XML export (plain or zipped) into memory; raises CvatFormatError.
+
+    ``frame_names`` serves a "CVAT for video" export of an image task, which names no frame and
+    gives no size: called with the task's name from ``<meta>``, it returns frame number ->
+    (image name, width, height) of that task (the caller knows its tasks' frames)."""
+    reader = _ExportReader(Path(path), frame_names)
     images = list(reader.images())
     return CvatExport(
         file=reader.path,
@@ -223,8 +231,10 @@ class _Track:
 class _ExportReader:
     """One pass over one export; the counters are complete once images() is exhausted."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, frame_names: FrameNames | None = None) -> None:
         self.path = path
+        self.frame_names = frame_names
+        self.task_name = ""  # <meta><task><name> of a task export
         self.kind = ""
         self.labels: dict[str, dict] = {}
         self.element_counts = dict.fromkeys(("image", "track", *SHAPE_TAGS), 0)
@@ -361,6 +371,7 @@ class _ExportReader:
                         for attribute in label.findall("attributes/attribute")
                     }
         beside = self._original_size(meta, line)  # where a job export writes it
+        self.task_name = (meta.findtext("task/name") or "").strip()
         for container in (meta.find("task"), meta.find("job")):
             if container is not None:
                 source = self._frame_source(container, line)
@@ -663,8 +674,14 @@ class _ExportReader:
         for group, source in self._frame_sources.items():
             for frame in source.frames or ():
                 subsets.setdefault((group, frame), "")
+        named = self.frame_names(self.task_name) if self.frame_names else {}
         for group, frame in sorted(subsets):
             source = self._frame_sources.get(group)
+            if group == "" and frame in named:  # a frame of an image task, named by the caller
+                name, width, height = named[frame]
+                yield self._clip(CvatImage(key=(group, name), name=name, frame=frame, width=width, height=height,
+                                           boxes=boxes.get((group, frame), []), subset=subsets[(group, frame)]))
+                continue
             if source is None or source.size is None:
                 task = f"task {group}" if group else "the task"
                 raise self._error(

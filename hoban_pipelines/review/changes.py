@@ -36,7 +36,7 @@ import pandas as pd
 from hoban_pipelines.core.report import BuildReport, Table
 from hoban_pipelines.cvat.reader import CvatImage, read_export
 from hoban_pipelines.evaluation.metrics import BOX, LOCALISATION_IOU, box_iou, match
-from hoban_pipelines.review.packages import CAPTURES, MANIFEST, SCORE_ATTRIBUTE, PackageFiles
+from hoban_pipelines.review.packages import CAPTURES, MANIFEST, SCORE_ATTRIBUTE, PackageFiles, task_frames
 
 CHANGES = ("kept", "relabelled", "moved", "deleted", "added")
 KEPT, RELABELLED, MOVED, DELETED, ADDED = CHANGES
@@ -206,9 +206,9 @@ def build_reviewed_labels(export_path: Path, package_dir: Path, out_dir: Path, c
     Raises CvatFormatError (from the reader) for an export that cannot be read, ValueError for an export image
     in no task of the packages, an image named twice, a size that is not the packaged one, or a label not in
     ``classes``; FileNotFoundError when ``package_dir`` is not a package folder."""
-    export = read_export(export_path)
     package_dir = Path(package_dir)
     manifest = _manifest(package_dir)
+    export = read_export(export_path, frame_names=lambda task: task_frames(package_dir, task))
     reviewed = _reviewed_images(export.file, export.images, manifest, package_dir)
     after = _boxes(export.images)
     _refuse_unknown_labels(after, classes, export.file,

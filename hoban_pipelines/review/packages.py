@@ -55,7 +55,7 @@ from PIL import Image, UnidentifiedImageError
 
 from hoban_pipelines.core.report import BuildReport, Table
 from hoban_pipelines.core.yolo_format import IMAGE_SUFFIXES
-from hoban_pipelines.cvat.reader import read_export
+from hoban_pipelines.cvat.reader import CvatFormatError, read_export
 from hoban_pipelines.cvat.writer import AttributeSpec, BoxShape, ImageEntry, LabelSpec, write_images_export
 
 if TYPE_CHECKING:
@@ -341,19 +341,37 @@ def last_task_annotations(package_dir: Path) -> Path:
     return _packages(Path(package_dir))[-1][0].annotations
 
 
+def task_frames(package_dir: Path, task: str) -> dict[int, tuple[str, int, int]]:
+    """A task's frames as its package fixed them: frame number -> (image name, width, height), what a
+    "CVAT for video" export of the task leaves out."""
+    manifest = pd.read_parquet(Path(package_dir) / MANIFEST, columns=["task", "frame", "name", "width", "height"])
+    mine = manifest[manifest["task"] == task]
+    return {int(row.frame): (row.name, int(row.width), int(row.height)) for row in mine.itertuples(index=False)}
+
+
 def package_with(export: Path, package_dirs: Sequence[Path]) -> Path:
     """The first package folder whose tasks hold every image of the CVAT export ``export``; an
-    error naming the images no package holds otherwise."""
-    names = {image.name for image in read_export(export).images}
-    missing = names
-    for folder in package_dirs:
-        held = set(pd.read_parquet(Path(folder) / MANIFEST, columns=["name"])["name"])
+    error naming the images no package holds otherwise (or the reader's, when the export cannot
+    be read against any of them)."""
+    missing: set[str] | None = None
+    unreadable: CvatFormatError | None = None
+    for folder in map(Path, package_dirs):
+        try:
+            names = {image.name for image in read_export(export, frame_names=lambda task: task_frames(folder, task)).images}
+        except CvatFormatError as error:  # a video export of a task this folder does not hold, or a broken file
+            unreadable = unreadable or error
+            continue
+        held = set(pd.read_parquet(folder / MANIFEST, columns=["name"])["name"])
         if names <= held:
-            return Path(folder)
-        missing = missing & (names - held)
+            return folder
+        missing = (names - held) if missing is None else missing & (names - held)
+    if missing is None:
+        if unreadable is not None:
+            raise unreadable
+        raise ValueError(f"{export}: there are no review packages yet; materialize cvat_review_packages")
     shown = ", ".join(sorted(missing)[:10])
-    raise ValueError(f"{export}: {len(missing)} of its {len(names)} images are in no review package "
-                     f"(e.g. {shown}); export a task created from cvat_review_packages")
+    raise ValueError(f"{export}: {len(missing)} of its images are in no review package (e.g. {shown}); "
+                     "export a task created from cvat_review_packages")
 
 
 def _packages(package_dir: Path) -> list[tuple[PackageFiles, int]]:

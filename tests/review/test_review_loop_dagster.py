@@ -210,3 +210,46 @@ def test_completed_cvat_tasks_are_exported_into_the_drop_folder_once(drop, monke
         idle = dg.build_sensor_context(instance=instance, resources={"settings": SettingsResource(),
                                                                      "cvat": CvatResource()})
         assert "no CVAT server configured" in sensor(idle).skip_message
+
+
+VIDEO_EXPORT = """<?xml version="1.0" encoding="utf-8"?>
+<annotations>
+  <version>1.1</version>
+  <meta>
+    <task>
+      <id>7</id>
+      <name>review_part1</name>
+      <size>2</size>
+      <mode>annotation</mode>
+      <start_frame>0</start_frame>
+      <stop_frame>1</stop_frame>
+      <frame_filter></frame_filter>
+      <labels>
+        <label><name>person_with_helmet</name><attributes></attributes></label>
+        <label><name>person_without_helmet</name><attributes></attributes></label>
+      </labels>
+    </task>
+  </meta>
+  <track id="0" label="person_without_helmet" source="manual">
+    <box frame="1" keyframe="1" outside="0" occluded="0" xtl="10.00" ytl="10.00" xbr="40.00" ybr="80.00" z_order="0">
+    </box>
+  </track>
+</annotations>
+"""
+
+
+def test_a_cvat_for_video_export_of_a_review_task_imports_by_the_packages_frames(drop, hoban_home, tmp_path):
+    """An image task exported as "CVAT for video 1.1" names no frame and gives no size: the package's
+    manifest (task name from <meta>, frame numbers) says which image each frame is."""
+    _packages(hoban_home, tmp_path)
+    video = drop / "part1_video.zip"
+    with zipfile.ZipFile(video, "w") as archive:
+        archive.writestr("annotations.xml", VIDEO_EXPORT)
+    with dg.instance_for_test() as instance:
+        assert _import(instance, hoban_home, video, "video00000000000").success
+        labels = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("reviewed_labels"), asset_partitions=["video00000000000"]),
+            limit=1).records[0].asset_materialization
+    # frame 0 lost its box, frame 1's box was relabelled to person_without_helmet
+    assert labels.metadata["count/images"].value == 2
+    assert labels.metadata["count/deleted"].value == 1 and labels.metadata["count/relabelled"].value == 1
