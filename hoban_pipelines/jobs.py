@@ -38,7 +38,7 @@ captures_job = dg.define_asset_job(
 review_round = dg.AssetSelection.groups(REVIEW_GROUP)
 review_round_job = dg.define_asset_job(
     "review_round_job", selection=review_round,
-    description="A review round: select capture frames, pseudo-label them with model_go2k_v2's adopted setting, "
+    description="A review round: select capture frames, pseudo-label them with the production model's adopted setting, "
                 "package them with go2k_manual as CVAT tasks.",
 )
 nightly_captures = dg.build_schedule_from_partitioned_job(
