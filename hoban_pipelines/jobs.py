@@ -6,8 +6,7 @@ from __future__ import annotations
 import dagster as dg
 
 import hoban_pipelines.beta_apis  # noqa: F401
-from hoban_pipelines.assets.captures import CAPTURE_DAYS, NIGHTLY_HOUR, REVIEW_GROUP
-from hoban_pipelines.assets.evaluation import MODEL_PARTITIONS
+from hoban_pipelines.assets.captures import NIGHTLY_HOUR, REVIEW_GROUP
 from hoban_pipelines.assets.promotion import CANDIDATE
 from hoban_pipelines.assets.retraining import cvat_completed_tasks_sensor_fn, reviewed_exports_sensor_fn
 from hoban_pipelines.assets.training import RETRAINING_GROUP
@@ -23,13 +22,13 @@ observe_inputs_job = dg.define_asset_job(
 # One model's evaluation (a partition: the model's asset name) and the comparison it feeds.
 evaluation_selection = dg.AssetSelection.groups("evaluation") | dg.AssetSelection.assets("model_comparison")
 evaluation_job = dg.define_asset_job(
-    "evaluation_job", selection=evaluation_selection, partitions_def=MODEL_PARTITIONS,
+    "evaluation_job", selection=evaluation_selection,
     description="Evaluate one model (pick its partition): export, sliced inference, sweeps, adopted setting, "
                 "report card, and the model comparison.",
 )
 capture_days = dg.AssetSelection.groups("captures")
 captures_job = dg.define_asset_job(
-    "captures_job", selection=capture_days, partitions_def=CAPTURE_DAYS,
+    "captures_job", selection=capture_days,
     description="Ingest one day of captures and find its frozen frames (pick its partition; the nightly schedule "
                 "runs yesterday's).",
 )
