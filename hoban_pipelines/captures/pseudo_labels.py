@@ -21,7 +21,7 @@ import pandas as pd
 from hoban_pipelines.core.pictures import sample_grid
 from hoban_pipelines.core.report import BuildReport, Picture, Table
 from hoban_pipelines.evaluation.engine import Detector, InferenceSettings
-from hoban_pipelines.evaluation.gate import apply_gate, gate_mask
+from hoban_pipelines.evaluation.gate import gate_mask
 from hoban_pipelines.evaluation.postprocess import postprocess_frames
 from hoban_pipelines.evaluation.predictions import (
     PREDICTIONS_FILE, Predictions, load_predictions, predict_to_file, write_predictions,
@@ -76,9 +76,8 @@ def review_values(predictions: Predictions, setting: Setting, band: float) -> pd
     the setting's confidence, plus the detections at that confidence the setting's gate removes."""
     loose = postprocess_frames(at_conf(predictions.sliced, max(setting.conf - band, 0.0)), setting.postprocess)
     uncertain = loose[(loose["score"] - setting.conf).abs() <= band].groupby("image").size()
-    before = postprocess_frames(at_conf(predictions.sliced, setting.conf), setting.postprocess)
-    after = apply_gate(before, predictions.full, setting.gate)
-    removed = before.groupby("image").size().sub(after.groupby("image").size(), fill_value=0)
+    boxes = gated_boxes(predictions, setting)
+    removed = boxes[~boxes["kept_by_gate"]].groupby("image").size()
     values = pd.Series(0.0, index=pd.Index(predictions.readable, name="image"))
     return values.add(uncertain, fill_value=0).add(removed, fill_value=0)
 

@@ -17,8 +17,13 @@ def _home(configured: str | None) -> Path:
     return Path(configured).expanduser().resolve() if configured else hoban_home()
 
 
+def _partition_records(home: Path, key: dg.AssetKey) -> Path:
+    """The folder of a partitioned asset's records, one ``<partition>.json`` each."""
+    return home / "handles" / Path(*key.path)
+
+
 def _record(home: Path, key: dg.AssetKey, partition: str | None) -> Path:
-    base = home / "handles" / Path(*key.path)
+    base = _partition_records(home, key)
     return base / f"{partition}.json" if partition else base.with_suffix(".json")
 
 
@@ -55,7 +60,7 @@ class LakeResource(dg.ConfigurableResource):
 
     def recorded_partitions(self, asset: str) -> list[str]:
         """The partitions of ``asset`` with a recorded materialization, in key order."""
-        folder = _record(_home(self.home), dg.AssetKey.from_user_string(asset), "any").parent
+        folder = _partition_records(_home(self.home), dg.AssetKey.from_user_string(asset))
         return sorted(record.stem for record in folder.glob("*.json")) if folder.is_dir() else []
 
 
