@@ -86,6 +86,24 @@ def _input_settings(settings) -> list[tuple[str, bool]]:
     return keys + [(f"captures.{cam}", False) for cam in sorted(settings.captures)]
 
 
+@main.command("serve")
+@click.option("--workspace", "-w", default="workspace.yaml", show_default=True, type=click.Path(path_type=Path),
+              help="workspace.yaml (the local code location) or deploy/workspace.yaml (a gRPC code server).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the webserver listens on.")
+@click.option("--port", default=3000, show_default=True, help="The webserver's port.")
+@click.option("--expose", is_flag=True,
+              help="Allow a non-loopback --host (only behind an authenticating proxy: the webserver has no login).")
+def serve_command(workspace: Path, host: str, port: int, expose: bool) -> None:
+    """The Dagster webserver and daemon on the instance of $DAGSTER_HOME, checked first (port, storage)."""
+    from hoban_pipelines.serve import ServeError, serve
+
+    try:
+        code = serve(workspace, host, port, expose, echo=lambda line: click.echo(f"hoban serve: {line}", err=True))
+    except ServeError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
+
+
 @main.command("demo")
 @click.option("--replace-site", is_flag=True, help="Regenerate a demo site that differs from the settings.")
 def demo_command(replace_site: bool) -> None:

@@ -6,23 +6,17 @@ import os
 
 import dagster as dg
 
-from hoban_pipelines.assets import (
-    captures, datasets, demo, evaluation, inputs, labels, promotion, retraining, review, training,
-)
-from hoban_pipelines.assets.datasets import load_recipe_assets
+from hoban_pipelines.assets.catalog import all_asset_checks, all_assets
 from hoban_pipelines.jobs import all_jobs, all_schedules, all_sensors
 from hoban_pipelines.resources import (
-    AdoptionPolicy, CvatResource, LakeHandleIOManager, LakeResource, SettingsResource, YoloRuntime,
+    AdoptionPolicy, CvatResource, LakeHandleIOManager, LakeResource, SettingsResource, TrainingChild, YoloRuntime,
 )
 
-recipe_assets, recipe_checks = load_recipe_assets()
 CVAT_ENV = {"host": "CVAT_HOST", "username": "CVAT_USERNAME", "password": "CVAT_PASSWORD"}
 
 defs = dg.Definitions(
-    assets=[*dg.load_assets_from_modules([demo, inputs, labels, datasets, training, evaluation, captures, review,
-                                          retraining, promotion]),
-            *recipe_assets],
-    asset_checks=[*dg.load_asset_checks_from_modules([labels, datasets, retraining]), *recipe_checks],
+    assets=all_assets,
+    asset_checks=all_asset_checks,
     jobs=all_jobs,
     schedules=all_schedules,
     sensors=all_sensors,
@@ -34,6 +28,6 @@ defs = dg.Definitions(
         "adoption": AdoptionPolicy(),
         # a secret stays an EnvVar (never shown in the UI); unset, no CVAT server is contacted
         "cvat": CvatResource(**{field: dg.EnvVar(variable) for field, variable in CVAT_ENV.items() if os.getenv(variable)}),
-        "pipes_subprocess_client": dg.PipesSubprocessClient(),
+        "training_child": TrainingChild(),
     },
 )

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hoban_pipelines"
 STAGES = ["core", "cvat", "labels", "datasets", "training", "evaluation", "captures", "review", "promotion"]
 # Rooms beside the flow, and the stages each may use.
 SIDE_ROOMS = {"demo": {"core", "cvat"}}
-DAGSTER_SIDE = {"assets", "resources", "definitions", "jobs", "beta_apis", "demo_run", "cli", "bench"}
+DAGSTER_SIDE = {"assets", "resources", "definitions", "jobs", "beta_apis", "demo_run", "cli", "bench", "serve"}
 
 
 def _imports(path: Path) -> set[str]:

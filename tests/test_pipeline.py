@@ -14,7 +14,7 @@ from hoban_pipelines.definitions import defs
 from hoban_pipelines.demo.reviewer import review_package
 from hoban_pipelines.demo_run import run_demo
 from hoban_pipelines.review.packages import last_task_annotations
-from hoban_pipelines.resources import LakeHandleIOManager, LakeResource, SettingsResource, YoloRuntime
+from hoban_pipelines.resources import LakeHandleIOManager, LakeResource, SettingsResource, TrainingChild, YoloRuntime
 from hoban_pipelines.core.settings import ConfigError
 
 EXPECTED_ASSETS = {
@@ -245,7 +245,7 @@ def test_base_model_from_a_configured_checkpoint_is_versioned_by_sha256(hoban_ho
     config = tmp_path / "hoban.yaml"
     config.write_text(f"base_checkpoint: '{checkpoint}'\n")
     monkeypatch.setenv("HOBAN_CONFIG", str(config))
-    resources = {**_resources(hoban_home), "yolo": YoloRuntime(), "pipes_subprocess_client": dg.PipesSubprocessClient()}
+    resources = {**_resources(hoban_home), "yolo": YoloRuntime(), "training_child": TrainingChild()}
     with dg.instance_for_test() as instance:
         with pytest.raises(TrainingError, match="v13 stage2 best.pt"):
             dg.materialize([base_model], instance=instance, resources=resources)

@@ -1,4 +1,5 @@
-"""Model checkpoints as assets: YOLO training in a child process through Dagster Pipes.
+"""Model checkpoints as assets: YOLO training in a child process through Dagster Pipes (a
+subprocess of the run, or a Kubernetes pod of its own: the ``training_child`` resource).
 
 Each model trains on the exact dataset version upstream, from the base checkpoint, in the
 ``gpu`` pool (one training at a time). The child streams every epoch's metrics into the run
@@ -9,7 +10,6 @@ an immutable lake version, which records the job's reuse key: an unchanged job i
 """
 
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,14 +20,13 @@ from hoban_pipelines.assets.run_config import config_class
 from hoban_pipelines.core.fingerprints import fingerprint_folder
 from hoban_pipelines.core.lake import LakeHandle
 from hoban_pipelines.promotion.decide import read_promotion
-from hoban_pipelines.resources import LakeResource, SettingsResource, YoloRuntime
+from hoban_pipelines.resources import LakeResource, SettingsResource, TrainingChild, YoloRuntime
 from hoban_pipelines.training.job import BEST_WEIGHTS, TrainJob, load_checkpoint, remove_views, resolve_device
 from hoban_pipelines.training.recipes import RECIPES, TrainingError, TrainRecipe
 from hoban_pipelines.training.report import build_base_checkpoint, build_checkpoint, model_report
 
 SCRATCH = "runs"  # under HOBAN_HOME: ultralytics' working folders, kept for resuming
 SCAFFOLD = "yolov8n.yaml"  # what the demo's base model is built from (no pretrained weights offline)
-CHILD_MODULE = "hoban_pipelines.training.child"
 
 # model asset -> (recipe, training data asset); every go2k model is scored on go2k_split's val
 MODELS = {
@@ -78,7 +77,7 @@ def _train(
     lake: LakeResource,
     settings: SettingsResource,
     runtime: YoloRuntime,
-    pipes: dg.PipesSubprocessClient,
+    child: TrainingChild,
 ) -> dg.Output[LakeHandle]:
     """Train in the Pipes child and publish the checkpoint, or reuse the version of this exact job."""
     configured = settings.get()
@@ -104,8 +103,7 @@ def _train(
     extras = job.as_extras()
     context.log.info(f"training {asset} with {recipe.name} ({configured.train_profile} profile) on {device}: "
                      f"{json.dumps(extras['recipe'])}")
-    pipes.run(context=context, command=[sys.executable, "-m", CHILD_MODULE], extras=extras,
-              env={"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "false"})
+    child.run(context, extras=extras, env={"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "false"}, home=store.home)
     published = publish(
         context, lake, lambda out: build_checkpoint(run_dir, out, job),
         params={"profile": configured.train_profile, "device": device, "reuse_key": key},
@@ -122,7 +120,7 @@ BaseFromScratchConfig = recipe_config(RECIPES["base_from_scratch"])
 @dg.asset(group_name="models", kinds={"pytorch"}, pool="gpu", code_version="2", deps=["base_dataset"])
 def base_model(
     context: dg.AssetExecutionContext, config: BaseFromScratchConfig, lake: LakeResource, settings: SettingsResource,
-    yolo: YoloRuntime, pipes_subprocess_client: dg.PipesSubprocessClient,
+    yolo: YoloRuntime, training_child: TrainingChild,
 ) -> dg.Output[LakeHandle]:
     """The starting checkpoint ("v13 stage2 best.pt", setting ``base_checkpoint``), versioned by
     sha256. Without one (the demo: no pretrained weights, no internet) a small base model is
@@ -138,7 +136,7 @@ def base_model(
     return _train(context, recipe=configured_recipe(RECIPES["base_from_scratch"], config),
                   data_yaml=base_root / "data.yaml", eval_data=None, model=SCAFFOLD,
                   upstream={"base_dataset": f"{base_root} ({files})"}, remap=config.remap, retrain=config.retrain,
-                  lake=lake, settings=settings, runtime=yolo, pipes=pipes_subprocess_client)
+                  lake=lake, settings=settings, runtime=yolo, child=training_child)
 
 
 def _starting_checkpoint(lake: LakeResource, base: LakeHandle, start_from: str) -> tuple[Path, dict[str, str]]:
@@ -180,7 +178,7 @@ def model_asset(asset: str, recipe_name: str, data_asset: str) -> dg.AssetsDefin
     )
     def _model(
         context: dg.AssetExecutionContext, config: config_class, lake: LakeResource, settings: SettingsResource,
-        yolo: YoloRuntime, pipes_subprocess_client: dg.PipesSubprocessClient, **inputs: LakeHandle,
+        yolo: YoloRuntime, training_child: TrainingChild, **inputs: LakeHandle,
     ) -> dg.Output[LakeHandle]:
         home = lake.get().home
         data, base = inputs["data"], inputs["base"]
@@ -192,7 +190,7 @@ def model_asset(asset: str, recipe_name: str, data_asset: str) -> dg.AssetsDefin
             eval_data=evaluation.resolve(home) / "data.yaml", model=str(checkpoint),
             upstream={data_asset: data.version, EVALUATION_DATA: evaluation.version, **start, **data.upstream},
             remap=config.remap, retrain=config.retrain, lake=lake, settings=settings, runtime=yolo,
-            pipes=pipes_subprocess_client,
+            child=training_child,
         )
 
     return _model

@@ -1,9 +1,9 @@
 """The training subprocess: ``python -m hoban_pipelines.training.child``.
 
-Dagster's ``PipesSubprocessClient`` starts it with the job in ``context.extras`` (the keys of
-``training.job.TrainJob``). It streams every epoch's losses and metrics back as log lines and
-custom messages, and ends with ``run_dir/summary.json`` (metrics, pictures, hashes), which the
-asset publishes with the weights. A retry after a killed attempt resumes from
+Dagster starts it (``PipesSubprocessClient``, or ``PipesK8sClient`` in a pod of its own) with
+the job in ``context.extras`` (the keys of ``training.job.TrainJob``). It streams every epoch's
+losses and metrics back as log lines and custom messages, and ends with ``run_dir/summary.json``
+(metrics, pictures, hashes), which the asset publishes with the weights. A retry after a killed attempt resumes from
 ``run_dir/weights/last.pt``.
 
 Without Dagster, ``--job job.json`` names the job and progress goes to stderr (dagster-pipes

@@ -34,7 +34,7 @@ EPOCHS = 3  # of the killed and resumed training
 
 def base_model_job() -> dg.JobDefinition:
     """base_model alone, with the code location's own resources (lake, settings, IO manager, YOLO
-    runtime, Pipes client) and the default executor of its jobs (multiprocess)."""
+    runtime, training child) and the default executor of its jobs (multiprocess)."""
     job = dg.define_asset_job("base_model_job", selection=[base_model.key])
     return dg.Definitions(assets=[base_model], jobs=[job], resources=defs.resources).resolve_job_def(job.name)
 
