@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# the team deployment's servers for tests/deploy, registered here: a second module named
+# conftest would shadow this one for the tests that import from it
+from deployment_support import postgres_server, team_deployment  # noqa: F401
+
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -53,3 +57,4 @@ def small_site(tmp_path_factory) -> Path:
 def demo_profile_site(tmp_path_factory) -> Path:
     """The demo site at the `demo` profile that `make demo` uses (about 25 s to generate)."""
     return _site(tmp_path_factory, "demo")
+
