@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hoban_pipelines"
 # The stages in the order data flows through them; a stage imports only earlier ones.
 STAGES = ["core", "cvat", "labels", "datasets", "training", "evaluation", "captures", "review", "promotion"]
 # Rooms beside the flow, and the stages each may use.
-SIDE_ROOMS = {"demo": {"core", "cvat"}}
+SIDE_ROOMS = {"demo": {"core", "cvat"}, "roi": {"core"}}
 DAGSTER_SIDE = {"assets", "resources", "definitions", "jobs", "beta_apis", "demo_run", "cli", "bench", "serve"}
 
 
