@@ -80,8 +80,6 @@ def check_instance() -> str:
         with dg.DagsterInstance.get() as instance:
             instance.get_runs(limit=1)
             return f"instance {config}: {type(instance.run_storage).__name__} answers"
-    except ServeError:
-        raise
     except Exception as exc:
         cause = _database_error(exc)
         detail = " ".join(str(cause).split())

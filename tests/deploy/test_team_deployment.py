@@ -93,17 +93,17 @@ def test_two_gpu_materializations_requested_at_once_run_one_after_the_other(team
         "retrain": True}}}}) for _ in range(2))
     runs = deployment.wait_for_runs([first, second], timeout=900)
     assert [run["status"] for run in runs] == ["SUCCESS", "SUCCESS"], [deployment.failure(r) for r in (first, second)]
-    spans = sorted(step_span(deployment, run_id, "base_model") for run_id in (first, second))
-    (_, first_end), (second_start, _) = spans
-    assert first_end <= second_start, spans  # never two trainings at once on the one GPU
+    spans = {run_id: step_span(deployment, run_id, "base_model") for run_id in (first, second)}
+    earlier, later = sorted(spans, key=spans.get)
+    assert spans[earlier][1] <= spans[later][0], spans  # never two trainings at once on the one GPU
     for run_id in (first, second):
         assert {"RunEnqueuedEvent", "RunStartingEvent"} <= set(event_types(deployment, run_id))
-    later = first if step_span(deployment, first, "base_model")[0] == second_start else second
     messages = [e.get("message") or "" for e in
                 deployment.graphql(STEP_EVENTS, {"runId": later})["logsForRun"]["events"]]
-    # the later one either waited in the queue (the pool full at dequeue) or at its step
+    started = {run["runId"]: run["startTime"] for run in runs}
+    # the later one either waited at its step for the pool's slot or in the queue until it was free
     assert (any("blocked by limit for pool gpu" in m for m in messages)
-            or runs[[first, second].index(later)]["startTime"] >= spans[0][1] - 1), messages[-20:]
+            or started[later] >= spans[earlier][1] - 1), messages[-20:]
     pool = deployment.graphql(POOL)["instance"]["concurrencyLimit"]
     assert pool["slotCount"] == 1 and pool["activeSlotCount"] == 0 and pool["pendingStepCount"] == 0
 
