@@ -16,11 +16,14 @@ import dagster as dg
 from hoban_pipelines.assets.publishing import lake_output, partition_of, publish, reused_version
 from hoban_pipelines.assets.training import EVALUATION_DATA, MODELS
 from hoban_pipelines.core.lake import Lake, LakeHandle
-from hoban_pipelines.evaluation import builds
+from hoban_pipelines.assets.classifiers import train_crop_classifier
+from hoban_pipelines.evaluation import builds, verifier
 from hoban_pipelines.evaluation.engine import BACKENDS, EvaluationError, InferenceSettings
 from hoban_pipelines.evaluation.export import export_onnx
 from hoban_pipelines.evaluation.predictions import evaluation_set, frames_key
-from hoban_pipelines.resources import AdoptionPolicy, LakeResource, YoloRuntime
+from hoban_pipelines.resources import AdoptionPolicy, LakeResource, SettingsResource, TrainingChild, YoloRuntime
+from hoban_pipelines.training.classifier import ClassifierRecipe, load_classifier
+from hoban_pipelines.training.job import BEST_WEIGHTS
 from hoban_pipelines.training.job import resolve_device
 from hoban_pipelines.training.report import build_comparison
 
@@ -29,6 +32,8 @@ DEFAULT_MODEL = "model_go2k_v2"
 MODEL_PARTITIONS = dg.StaticPartitionsDefinition(
     [DEFAULT_MODEL, *(model for model in MODELS if model != DEFAULT_MODEL), "base_model"])
 MODEL_DEPS = [dg.AssetDep(name) for name in MODEL_PARTITIONS.get_partition_keys()]
+# the verifier's crops are 64 px squares; it runs on every sliced detection, so it stays small
+VERIFIER_RECIPE = ClassifierRecipe(imgsz=64, epochs=40, demo_epochs=10)
 
 
 def _model(context: dg.AssetExecutionContext, lake: LakeResource) -> tuple[str, LakeHandle]:
@@ -143,27 +148,98 @@ def _rows(lake: LakeResource, handle: LakeHandle, name: str):
     return pd.read_csv(handle.resolve(lake.get().home) / name)
 
 
+class VerifierCropsConfig(dg.Config):
+    """context_margin: share of a box's longer side added on each side of its square crop."""
+
+    context_margin: float = verifier.CONTEXT_MARGIN
+    crop_px: int = verifier.CROP_SIZE
+    false_positive_conf: float = verifier.FP_CONF
+    background_per_frame: int = verifier.BACKGROUND_PER_FRAME
+    held_out_share: float = verifier.HELD_OUT_SHARE
+    seed: int = verifier.SEED
+
+
+@dg.asset(group_name=GROUP, kinds={"opencv", "parquet"}, partitions_def=MODEL_PARTITIONS, code_version="1",
+          ins={"data": dg.AssetIn(EVALUATION_DATA), "cache": dg.AssetIn("sliced_predictions")},
+          description=f"The verifier's crops for the partition's model: {EVALUATION_DATA}'s labelled people with "
+                      f"their class, and as '{verifier.BACKGROUND}' the model's background false positives from its "
+                      "sliced_predictions and empty person-sized patches, each a square with a context margin; half "
+                      "the evaluation frames are held out to score the verifier.")
+def verifier_crops(context: dg.AssetExecutionContext, config: VerifierCropsConfig, lake: LakeResource,
+                   data: LakeHandle, cache: LakeHandle) -> dg.Output[LakeHandle]:
+    settings = verifier.VerifierCropSettings(
+        margin=config.context_margin, size=config.crop_px, fp_conf=config.false_positive_conf,
+        background_per_frame=config.background_per_frame, held_out_share=config.held_out_share, seed=config.seed)
+    key = {"sliced_predictions": cache.version, EVALUATION_DATA: data.version, "settings": settings.as_dict()}
+    reused = reused_version(context, lake, key)
+    if reused:
+        return lake_output(reused)
+    evaluation = _evaluation(lake, context, cache, data)
+    return lake_output(publish(
+        context, lake, lambda out: verifier.build_verifier_crops(data.resolve(lake.get().home), evaluation, out, settings),
+        params={"reuse_key": key, **settings.as_dict()}, classes=[*data.classes, verifier.BACKGROUND],
+        upstream={EVALUATION_DATA: data.version, "sliced_predictions": cache.version},
+    ))
+
+
+class CropVerifierConfig(dg.Config):
+    imgsz: int = VERIFIER_RECIPE.imgsz
+    epochs: int = VERIFIER_RECIPE.epochs  # the full profile's; the demo profile trains demo_epochs
+    demo_epochs: int = VERIFIER_RECIPE.demo_epochs
+    retrain: bool = False
+
+
+@dg.asset(group_name=GROUP, kinds={"pytorch"}, partitions_def=MODEL_PARTITIONS, pool="gpu", code_version="1",
+          description="The second-stage verifier of the partition's model: a crop classifier (ultralytics classify from yolov8n-cls.yaml) of "
+                      "people by class and 'background', trained on verifier_crops' fit frames and scored on its "
+                      "held-out ones: val/accuracy, per-class P/R/F1, confusion matrix, misclassified crops.")
+def crop_verifier(context: dg.AssetExecutionContext, config: CropVerifierConfig, lake: LakeResource,
+                  settings: SettingsResource, yolo: YoloRuntime, training_child: TrainingChild,
+                  verifier_crops: LakeHandle) -> dg.Output[LakeHandle]:
+    recipe = ClassifierRecipe(imgsz=config.imgsz, epochs=config.epochs, demo_epochs=config.demo_epochs)
+    return train_crop_classifier(
+        context, recipe=recipe, crops=verifier_crops.resolve(lake.get().home), classes=verifier_crops.classes,
+        eval_split=verifier.HELD_OUT, upstream={"verifier_crops": verifier_crops.version}, retrain=config.retrain,
+        lake=lake, settings=settings, runtime=yolo, child=training_child,
+    )
+
+
 class GateSweepConfig(dg.Config):
     """class_agnostic: a full-image detection of any class vouches for a sliced one (the team's
-    gate), or only one of its own class."""
+    gate), or only one of its own class. verifier_thresholds: the verifier's probability of a
+    detection's own class it must reach to keep it, each swept; verifier_threshold: the one the
+    headline figures are read at."""
 
     class_agnostic: bool = True
+    verifier_thresholds: list[float] = list(verifier.VERIFIER_THRESHOLDS)
+    verifier_threshold: float = verifier.DEFAULT_THRESHOLD
 
 
-@dg.asset(group_name=GROUP, kinds={"pandas"}, partitions_def=MODEL_PARTITIONS, code_version="1",
-          ins={**_SWEEP_INS, "postprocess": dg.AssetIn("postprocess_sweep")},
+@dg.asset(group_name=GROUP, kinds={"pandas"}, partitions_def=MODEL_PARTITIONS, code_version="2",
+          ins={**_SWEEP_INS, "postprocess": dg.AssetIn("postprocess_sweep"), "crop_verifier": dg.AssetIn("crop_verifier"),
+               "verifier_crops": dg.AssetIn("verifier_crops")},
           description="The full-image gate at 48 conf x radius settings and without it, with recall by person "
-                      "size, at the merge and confidence the adoption policy picks from postprocess_sweep.")
+                      "size, at the merge and confidence the adoption policy picks from postprocess_sweep; beside "
+                      "it, on the verifier's held-out frames, the crop_verifier gate and both together, with the "
+                      "milliseconds each adds to a frame.")
 def gate_sweep(context: dg.AssetExecutionContext, config: GateSweepConfig, lake: LakeResource,
-               adoption: AdoptionPolicy, cache: LakeHandle, data: LakeHandle,
-               postprocess: LakeHandle) -> dg.Output[LakeHandle]:
+               adoption: AdoptionPolicy, yolo: YoloRuntime, cache: LakeHandle, data: LakeHandle,
+               postprocess: LakeHandle, crop_verifier: LakeHandle, verifier_crops: LakeHandle) -> dg.Output[LakeHandle]:
     evaluation = _evaluation(lake, context, cache, data)
     rows, policy = _rows(lake, postprocess, builds.POSTPROCESS_SWEEP_CSV), adoption.get()
+    home = lake.get().home
+    verifier_gate = verifier.VerifierGate(
+        load_classifier(crop_verifier.resolve(home) / BEST_WEIGHTS, resolve_device(yolo.device)),
+        verifier.read_verifier_record(verifier_crops.resolve(home))["held_out_frames"],
+        tuple(config.verifier_thresholds), config.verifier_threshold)
     return lake_output(publish(
-        context, lake, lambda out: builds.build_gate_sweep(evaluation, rows, policy, out, config.class_agnostic),
-        params={"policy": policy.as_dict(), "class_agnostic": config.class_agnostic},
+        context, lake,
+        lambda out: builds.build_gate_sweep(evaluation, rows, policy, out, config.class_agnostic, verifier_gate),
+        params={"policy": policy.as_dict(), "class_agnostic": config.class_agnostic,
+                "verifier_thresholds": config.verifier_thresholds, "verifier_threshold": config.verifier_threshold},
         upstream={"sliced_predictions": cache.version, "postprocess_sweep": postprocess.version,
-                  EVALUATION_DATA: data.version},
+                  EVALUATION_DATA: data.version, "crop_verifier": crop_verifier.version,
+                  "verifier_crops": verifier_crops.version},
     ))
 
 

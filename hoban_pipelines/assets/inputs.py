@@ -6,6 +6,8 @@ from hoban_pipelines.core.fingerprints import fingerprint_folder
 from hoban_pipelines.core.yolo_format import IMAGE_SUFFIXES
 from hoban_pipelines.resources import SettingsResource
 
+ROI_VIDEO_SUFFIXES = (".json", ".avi", ".mp4", ".mov", ".mkv")
+
 
 def _observe(settings: SettingsResource, key: str, what: str, suffixes=None) -> dg.ObserveResult:
     path = settings.get().require(key, what)
@@ -48,3 +50,9 @@ def capture_folders(settings: SettingsResource) -> dg.ObserveResult:
         data_version=dg.DataVersion(combined),
         metadata={f"files/{cam}": p.files for cam, p in prints.items()},
     )
+
+
+@dg.observable_source_asset(group_name="inputs", description="Fixed-camera videos with a JSON spec each (ROIs, labelled "
+                            "segments) for the ROI classifier: setting `roi_videos`.")
+def roi_videos(settings: SettingsResource) -> dg.ObserveResult:
+    return _observe(settings, "roi_videos", "folder of ROI videos with their JSON specs", ROI_VIDEO_SUFFIXES)

@@ -87,6 +87,39 @@ def sample_grid(
     return path
 
 
+SHEET_TILE = 96  # px per contact-sheet tile
+SHEET_COLUMNS = 10
+SHEET_MAX_TILES = 60
+
+
+def contact_sheet(paths: Iterable[Path], path: Path, captions: Sequence[str] | None = None, tile: int = SHEET_TILE,
+                  columns: int = SHEET_COLUMNS) -> Path:
+    """Square tiles of small crops in a grid, a caption under each (the file's name by default).
+    Beside :func:`sample_grid`, which draws boxes and a class legend on full frames."""
+    paths = list(paths)[:SHEET_MAX_TILES]
+    captions = list(captions) if captions is not None else [p.stem[-18:] for p in paths]
+    tiles = []
+    for crop_path, caption in zip(paths, captions):
+        image = cv2.imread(str(crop_path), cv2.IMREAD_COLOR)
+        if image is None:
+            continue
+        scale = tile / max(image.shape[:2])
+        image = cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
+                           interpolation=cv2.INTER_AREA)
+        canvas = np.zeros((tile + 14, tile, 3), np.uint8)
+        canvas[: image.shape[0], : image.shape[1]] = image
+        cv2.putText(canvas, caption, (2, tile + 11), cv2.FONT_HERSHEY_SIMPLEX, 0.28, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(canvas)
+    if not tiles:
+        tiles = [np.zeros((tile + 14, tile, 3), np.uint8)]
+    while len(tiles) % columns and len(tiles) > columns:
+        tiles.append(np.zeros_like(tiles[0]))
+    rows = [np.hstack(tiles[i : i + columns]) for i in range(0, len(tiles), columns)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.vstack(rows), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return path
+
+
 PREVIEW_WIDTH = 960  # px: readable in the asset page's metadata panel
 PREVIEW_MAX_BYTES = 200_000
 PREVIEW_QUALITIES = (80, 65, 50)

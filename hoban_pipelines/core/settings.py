@@ -49,6 +49,8 @@ class Settings:
     capture_timezone: str = "Asia/Seoul"  # the sites' clock: capture names carry local time, no zone
     # regexes with a (?P<stamp>...) group in YYYYMMDD_HHMMSS, tried in order on each capture's file name
     capture_patterns: list[str] = field(default_factory=lambda: [r"(?P<stamp>\d{8}_\d{6})"])
+    # fixed-camera videos with one JSON spec each (ROIs, labelled segments), for the ROI classifier
+    roi_videos: str = f"{DEMO_SITE}/roi_videos"
     # where reviewers drop their CVAT exports of finished review tasks (a sensor watches it)
     review_drop: str = "${HOBAN_HOME}/review_drop"
     classes: list[str] = field(

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from hoban_pipelines.core.report import BuildReport, Picture, Table
-from hoban_pipelines.evaluation import report, sweeps
+from hoban_pipelines.evaluation import report, sweeps, verifier
 from hoban_pipelines.evaluation.engine import (
     BACKENDS, Detector, EvaluationError, InferenceSettings, load_onnx_detector, load_torch_detector, run_pass,
 )
@@ -32,6 +32,7 @@ from hoban_pipelines.training.job import BEST_WEIGHTS, SUMMARY_FILE
 
 CONF_SWEEP_CSV, POSTPROCESS_SWEEP_CSV, GATE_SWEEP_CSV, GATE_SIZES_CSV = (
     "conf_sweep.csv", "postprocess_sweep.csv", "gate_sweep.csv", "gate_recall_by_size.csv")
+VERIFIER_SWEEP_CSV, VERIFIER_SIZES_CSV = "verifier_sweep.csv", "verifier_recall_by_size.csv"
 INFERENCE_CONFIG_FILE = "inference_config.json"
 REPORT_CARD_FILE = "report_card.json"
 SWEEP_FILE = "sweep.json"  # what a sweep was computed at (its base setting, the policy)
@@ -174,9 +175,11 @@ def build_postprocess_sweep(evaluation: Evaluation, out_dir: Path) -> BuildRepor
 
 
 def build_gate_sweep(evaluation: Evaluation, postprocess_rows: pd.DataFrame, policy: sweeps.Policy,
-                     out_dir: Path, class_agnostic: bool = sweeps.TEAM_GATE.class_agnostic) -> BuildReport:
+                     out_dir: Path, class_agnostic: bool = sweeps.TEAM_GATE.class_agnostic,
+                     verifier_gate: verifier.VerifierGate | None = None) -> BuildReport:
     """The gate at every conf x radius (and none) at the merge and confidence ``policy`` picks from
-    the postprocess sweep, with recall by truth size."""
+    the postprocess sweep, with recall by truth size; with a ``verifier`` (the classifier and its
+    held-out frames) also the verifier gate beside the full-image gate and both together."""
     out_dir = Path(out_dir)
     base, reason = sweeps.base_setting(postprocess_rows, policy)
     sweep = sweeps.gate_sweep(evaluation.predictions, evaluation.truth, evaluation.frames, evaluation.classes, base,
@@ -193,7 +196,7 @@ def build_gate_sweep(evaluation: Evaluation, postprocess_rows: pd.DataFrame, pol
     shown = sizes[sizes["gate"].isin(["no gate", team_gate])].rename(columns={"gate": "label"})
     report.plot_recall_by_size(shown, out_dir / "gate_recall_by_size.png", "recall by person size, with and without the gate")
     plain, team = sweep.rows.iloc[0], sweep.rows[sweep.rows["gate"] == team_gate]
-    return BuildReport(
+    built = BuildReport(
         counts={"configurations": len(sweep.rows)},
         details={
             "base": base.name, "base_chosen_by": reason,
@@ -206,6 +209,45 @@ def build_gate_sweep(evaluation: Evaluation, postprocess_rows: pd.DataFrame, pol
             "sizes": Picture("gate_recall_by_size.png", "recall by size with and without the gate"),
         },
     )
+    if verifier_gate is not None:
+        _add_verifier_rows(built, evaluation, base, Gate(sweeps.TEAM_GATE.conf, sweeps.TEAM_GATE.radius, class_agnostic),
+                           verifier_gate, out_dir)
+    return built
+
+
+def _add_verifier_rows(built: BuildReport, evaluation: Evaluation, base: sweeps.Setting, gate: Gate,
+                       verifier_gate: verifier.VerifierGate, out_dir: Path) -> None:
+    """The verifier's rows (``VERIFIER_SWEEP_CSV``, never adopted: the capture path has no
+    verifier yet) and a sentence saying whether it beats the full-image gate on its held-out frames."""
+    found = verifier.verifier_sweep(evaluation, base, verifier_gate.classifier, verifier_gate.frames, gate,
+                                    (*verifier_gate.thresholds, verifier_gate.threshold))
+    found.rows.to_csv(out_dir / VERIFIER_SWEEP_CSV, index=False)
+    found.sizes.to_csv(out_dir / VERIFIER_SIZES_CSV, index=False)
+    rows = found.rows.set_index("gate")
+    gate_row = rows.loc[f"gate {gate.name}"]
+    default = rows.loc[f"verifier >= {verifier_gate.threshold:g}"]
+    best = found.rows.iloc[2:].sort_values(["f1", "precision"], ascending=False).iloc[0]
+    verdict = (f"on {len(found.frames)} held-out frames the verifier at {verifier_gate.threshold:g} scores "
+               f"F1 {default['f1']:.3f} (P {default['precision']:.3f} R {default['recall']:.3f}, "
+               f"+{default['added_ms_per_frame']:.1f} ms/frame) against the full-image gate's F1 {gate_row['f1']:.3f} "
+               f"(P {gate_row['precision']:.3f} R {gate_row['recall']:.3f}, +{gate_row['added_ms_per_frame']:.1f} "
+               f"ms/frame): it {'beats' if default['f1'] > gate_row['f1'] else 'does not beat'} the gate; "
+               f"best verifier row: {best['gate']} (F1 {best['f1']:.3f})")
+    shown = found.sizes[found.sizes["gate"].isin(["no gate", f"gate {gate.name}", default.name,
+                                                  f"gate {gate.name} + {default.name}"])].rename(columns={"gate": "label"})
+    report.plot_recall_by_size(shown, out_dir / "verifier_recall_by_size.png",
+                               "recall by person size: full-image gate, verifier, both (held-out frames)")
+    columns = ["gate", "precision", "recall", "f1", "tp", "fp", "fn", "added_ms_per_frame"]
+    built.counts["verifier_configurations"] = len(found.rows)
+    built.details.update({
+        "verifier/precision": float(default["precision"]), "verifier/recall": float(default["recall"]),
+        "verifier/f1": float(default["f1"]), "verifier/ms_per_frame": float(default["added_ms_per_frame"]),
+        "verifier_beats_gate": bool(default["f1"] > gate_row["f1"]),
+        "verifier_verdict": verdict,
+        "verifier_rows": Table(_all_rows(found.rows), columns),
+        "verifier_recall_by_size": Table(_all_rows(shown), ["label", "bucket", "truth", "matched", "recall"]),
+        "verifier_sizes": Picture("verifier_recall_by_size.png", "recall by size with the verifier and the gate"),
+    })
 
 
 def read_sweep_base(gate_sweep_version: Path) -> tuple[sweeps.Setting, sweeps.Policy]:

@@ -22,6 +22,7 @@ import dagster as dg
 GPU_POOL = "gpu"
 K8S_CONFIG_TAG = "dagster-k8s/config"
 CHILD_MODULE = "hoban_pipelines.training.child"
+CLASSIFIER_CHILD_MODULE = "hoban_pipelines.training.classifier_child"  # the crop classifiers'
 LAUNCHERS = ("subprocess", "kubernetes")
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -85,11 +86,12 @@ class TrainingChild(dg.ConfigurableResource):
     node_selector: dict[str, str] = GPU_NODE_SELECTOR
 
     def run(self, context: dg.AssetExecutionContext, *, extras: Mapping[str, Any], env: Mapping[str, str],
-            home: Path) -> dg.PipesClientCompletedInvocation:
-        """Run the child with the job in ``extras``; ``home`` is the lake root its paths lie under."""
+            home: Path, module: str = CHILD_MODULE) -> dg.PipesClientCompletedInvocation:
+        """Run the child ``module`` (the detectors' by default, or the crop classifiers') with the
+        job in ``extras``; ``home`` is the lake root its paths lie under."""
         if self.launcher == "subprocess":
             return dg.PipesSubprocessClient().run(
-                context=context, command=[sys.executable, "-m", CHILD_MODULE], extras=extras, env=env)
+                context=context, command=[sys.executable, "-m", module], extras=extras, env=env)
         if self.launcher == "kubernetes":
             from dagster_k8s import PipesK8sClient
 
@@ -104,10 +106,10 @@ class TrainingChild(dg.ConfigurableResource):
             if not image:
                 raise TrainingChildError("training_child launcher 'kubernetes' needs an image: set training_child.image "
                                          "(the run records no image of its own outside Kubernetes)")
-            return PipesK8sClient().run(context=context, extras=extras, **self.pod_arguments(image, env))
+            return PipesK8sClient().run(context=context, extras=extras, **self.pod_arguments(image, env, module))
         raise TrainingChildError(f"training_child launcher {self.launcher!r} is not one of {', '.join(LAUNCHERS)}")
 
-    def pod_arguments(self, image: str, env: Mapping[str, str]) -> dict[str, Any]:
+    def pod_arguments(self, image: str, env: Mapping[str, str], module: str = CHILD_MODULE) -> dict[str, Any]:
         """What ``PipesK8sClient.run`` gets besides the context and extras: the child's command in
         ``image`` and a pod spec with the lake, the GPUs, the node selector and the toleration."""
         container = gpu_container_config(self.gpus)
@@ -118,7 +120,7 @@ class TrainingChild(dg.ConfigurableResource):
                                *pod_spec["volumes"]]
         return {
             "image": image,
-            "command": ["python", "-m", CHILD_MODULE],
+            "command": ["python", "-m", module],
             "namespace": self.namespace or None,
             "env": {**env, "HOBAN_HOME": self.lake_mount_path},
             "base_pod_spec": {**pod_spec, "containers": [container]},

@@ -29,12 +29,13 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
 import pandas as pd
 
+from hoban_pipelines.core.pictures import contact_sheet
 from hoban_pipelines.core.report import BuildReport, Picture, Table
 from hoban_pipelines.roi.videos import RoiVideo, RoiVideoSet
 
@@ -49,12 +50,10 @@ REAL_TEST_CROPS = 500
 SEED = 0
 
 TRAIN, TEST = "train", "test"
+CROPS_TABLE = "crops.parquet"
 SPLIT_OF_GROUP = {"simulation": TRAIN, "real": TEST}
 RULES = ("outside_segments", "cooldown", "no_motion", "near_duplicate", "over_quota", "real_over_cap")
 JPEG_QUALITY = 95
-SHEET_TILE = 96  # px per contact-sheet tile
-SHEET_COLUMNS = 10
-SHEET_MAX_TILES = 60
 
 
 def average_hash(crop: np.ndarray) -> int:
@@ -248,7 +247,7 @@ def build_roi_crops(
     columns = ["video", "roi", "frame", "label", "split", "ahash", "path"]
     table = pd.DataFrame(rows, columns=columns)
     table["ahash"] = table["ahash"].map(lambda h: f"{h:016x}")  # 64 bits do not fit a signed int64
-    table.to_parquet(out_dir / "crops.parquet", index=False)
+    table.to_parquet(out_dir / CROPS_TABLE, index=False)
 
     over_cap = sum(1 for s in samples for c in s.chosen) - len(rows)
     _fill_report(report, samples, table, unopened, over_cap, len(video_set.videos))
@@ -305,31 +304,8 @@ def _fill_report(report, samples, table, unopened, over_cap, videos) -> None:
     report.details["dropped per rule"] = Table([{"rule": r, "crops": int(dropped[r])} for r in RULES], ["rule", "crops"])
     if unopened:
         report.details["unopened videos"] = "\n".join(unopened)
-    report.details["crops table"] = "crops.parquet"
+    report.details["crops table"] = CROPS_TABLE
 
 
 def _short_text(short: Mapping[str, int]) -> str:
     return ", ".join(f"{label} by {n}" for label, n in sorted(short.items()))
-
-
-def contact_sheet(paths: Iterable[Path], path: Path, tile: int = SHEET_TILE, columns: int = SHEET_COLUMNS) -> Path:
-    """Square tiles of the crops in a grid, name under each. Own helper: ``core.pictures.sample_grid``
-    draws boxes and a class legend on full frames, which small crops do not need."""
-    tiles = []
-    for crop_path in list(paths)[:SHEET_MAX_TILES]:
-        image = cv2.imread(str(crop_path), cv2.IMREAD_COLOR)
-        if image is None:
-            continue
-        scale = tile / max(image.shape[:2])
-        image = cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))), interpolation=cv2.INTER_AREA)
-        canvas = np.zeros((tile + 14, tile, 3), np.uint8)
-        canvas[: image.shape[0], : image.shape[1]] = image
-        cv2.putText(canvas, crop_path.stem[-18:], (2, tile + 11), cv2.FONT_HERSHEY_SIMPLEX, 0.28, (255, 255, 255), 1, cv2.LINE_AA)
-        tiles.append(canvas)
-    if not tiles:
-        tiles = [np.zeros((tile + 14, tile, 3), np.uint8)]
-    while len(tiles) % columns and len(tiles) > columns:
-        tiles.append(np.zeros_like(tiles[0]))
-    rows = [np.hstack(tiles[i : i + columns]) for i in range(0, len(tiles), columns)]
-    cv2.imwrite(str(path), np.vstack(rows), [cv2.IMWRITE_JPEG_QUALITY, 85])
-    return path

@@ -88,6 +88,11 @@ class RoiVideoSet:
     unopened: list[UnopenedVideo] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def labels(self) -> list[str]:
+        """Every label name the usable videos' label maps give, sorted."""
+        return sorted({name for video in self.videos for name in video.label_map.values()})
+
 
 def read_roi_videos(folder: Path) -> RoiVideoSet:
     """Every ``*.json`` under ``folder`` (recursively), checked; see the module docstring."""

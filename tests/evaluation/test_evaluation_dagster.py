@@ -34,7 +34,8 @@ IMGSZ = 256
 # 2 of the small site's 16 labelled frames in val (the default 0.2 gives 3): every pass a third shorter
 SPLIT = {"ops": {"go2k_split": {"config": {"val_fraction": 0.15}}}}
 EVALUATION_ASSETS = [evaluation.model_export, evaluation.sliced_predictions, evaluation.conf_sweep,
-                     evaluation.postprocess_sweep, evaluation.gate_sweep, evaluation.inference_config,
+                     evaluation.postprocess_sweep, evaluation.verifier_crops, evaluation.crop_verifier,
+                     evaluation.gate_sweep, evaluation.inference_config,
                      evaluation.model_report_card]
 EVALUATION_NAMES = [a.key.to_user_string() for a in EVALUATION_ASSETS]
 ALL_ASSETS = list(defs.assets)  # materialize selects from the whole graph, so upstream inputs load from records
@@ -118,13 +119,13 @@ def _messages(side: Lakeside, run_id: str) -> list[str]:
 
 
 def test_every_evaluation_asset_is_partitioned_by_model_and_inference_sits_in_the_gpu_pool():
-    """A partition is a model to evaluate; the two steps that run a model take the gpu pool's slot."""
+    """A partition is a model to evaluate; the steps that run or train a model take the gpu pool's slot."""
     keys = evaluation.MODEL_PARTITIONS.get_partition_keys()
     assert keys[0] == "model_go2k_v2" and "base_model" in keys
     for name in EVALUATION_NAMES:
         assert defs.resolve_assets_def(name).partitions_def == evaluation.MODEL_PARTITIONS, name
     gpu = {name for name in EVALUATION_NAMES if defs.resolve_assets_def(name).op.pool == "gpu"}
-    assert gpu == {"sliced_predictions", "model_report_card"}
+    assert gpu == {"sliced_predictions", "crop_verifier", "model_report_card"}
 
 
 def test_the_evaluation_of_a_partition_publishes_every_asset_from_its_models_version(evaluated):
