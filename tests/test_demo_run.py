@@ -26,7 +26,7 @@ from hoban_pipelines.demo_run import (
 from hoban_pipelines.jobs import demo_site_job, observe_inputs_job
 
 CHEAP_JOBS = [demo_site_job.name, observe_inputs_job.name]
-INPUTS = ["base_dataset", "capture_folders", "cvat_exports", "snapshots"]
+INPUTS = ["base_dataset", "capture_folders", "cvat_exports", "roi_videos", "snapshots"]
 SECONDS = r"\d+\.\d s|\d+ min \d\d s"
 
 
