@@ -19,14 +19,15 @@ from hoban_pipelines.core.settings import ConfigError
 
 EXPECTED_ASSETS = {
     "demo_site", "cvat_exports", "snapshots", "base_dataset", "capture_folders", "go2k_manual", "go2k_split", "go2k_v2_mix",
-    "dataset_helmet_quick", "base_model", "model_go2k_finetune_sgd", "model_go2k_finetune_adamw", "model_go2k_v2",
+    "dataset_helmet_quick", "dataset_helmet_hybrid", "roi_videos", "roi_crops", "roi_classifier", "base_model", "model_go2k_finetune_sgd", "model_go2k_finetune_adamw", "model_go2k_v2",
     "model_go2k_v3", "model_comparison",
 }
 CAPTURE_DAYS = ("2026-02-11", "2026-02-12")  # the demo site's two days
 CAPTURE_ASSETS = {"captures", "captures_dedup", "captures_selection", "pseudo_labels", "cvat_review_packages",
                   "reviewed_exports", "reviewed_labels", "go2k_v4_mix", "model_go2k_v4", "production_model"}
 EVALUATION_ASSETS = {"model_export", "sliced_predictions", "conf_sweep", "postprocess_sweep", "gate_sweep",
-                     "inference_config", "model_report_card"}
+                     "inference_config", "model_report_card", "verifier_crops", "crop_verifier"}
+INPUTS = ("cvat_exports", "snapshots", "base_dataset", "capture_folders", "roi_videos")
 
 
 def test_definitions_load_with_every_asset_and_check():
@@ -47,9 +48,9 @@ def test_demo_runs_the_whole_graph_and_a_second_run_reuses_everything(small_conf
     lines: list[str] = []
     with dg.instance_for_test() as instance:
         assert run_demo(instance=instance, echo=lines.append)
-        for key in EXPECTED_ASSETS - {"cvat_exports", "snapshots", "base_dataset", "capture_folders"}:
+        for key in EXPECTED_ASSETS - set(INPUTS):
             assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None, key
-        for key in ("cvat_exports", "snapshots", "base_dataset", "capture_folders"):
+        for key in INPUTS:
             record = instance.fetch_observations(dg.AssetKey(key), limit=1).records
             assert record, key
         mat = instance.get_latest_materialization_event(dg.AssetKey("go2k_manual")).asset_materialization
@@ -108,6 +109,26 @@ def test_demo_runs_the_whole_graph_and_a_second_run_reuses_everything(small_conf
         # the sliced columns for the evaluated model only
         assert "sliced_f1" in compared["model_go2k_v2"] and compared["model_go2k_v2"]["onnx_ms_per_frame"] > 0
         assert compared["model_go2k_v3"].get("sliced_f1") is None
+        # the crop classifiers: the ROI classifier, each evaluated model's verifier and its rows in gate_sweep
+        roi = instance.get_latest_materialization_event(dg.AssetKey("roi_classifier")).asset_materialization
+        assert all(isinstance(roi.metadata[k].value, float) for k in ("val/accuracy", "val/f1/true", "val/recall/false"))
+        crops = instance.get_latest_materialization_event(dg.AssetKey("roi_crops")).asset_materialization
+        assert roi.metadata["upstream"].value["roi_crops"] == crops.metadata["version"].value
+        for model_name in ("model_go2k_v2", "model_go2k_v4"):
+            verifier = evaluated("crop_verifier", model_name)
+            assert isinstance(verifier.metadata["val/accuracy"].value, float), model_name
+            assert verifier.metadata["upstream"].value["verifier_crops"] == evaluated(
+                "verifier_crops", model_name).metadata["version"].value
+        sweep = evaluated("gate_sweep")
+        assert all(isinstance(sweep.metadata[f"verifier/{k}"].value, float)
+                   for k in ("precision", "recall", "f1", "ms_per_frame"))
+        assert "the full-image gate" in sweep.metadata["verifier_verdict"].value
+        # the hybrid recipe: labelled by go2k_v2's version, every box with its origin
+        hybrid = instance.get_latest_materialization_event(dg.AssetKey("dataset_helmet_hybrid")).asset_materialization
+        assert hybrid.metadata["upstream"].value["model_go2k_v2"] == model.metadata["version"].value
+        hybrid_boxes = pd.read_parquet(hoban_home / hybrid.metadata["lake_path"].value / "manifests" / "boxes.parquet")
+        assert set(hybrid_boxes["origin"]) <= {"model", "source"} and len(hybrid_boxes)
+        assert isinstance(hybrid.metadata["boxes_by_origin"], dg.TableMetadataValue)
         # every demo day ingested, one partition each
         for day in CAPTURE_DAYS:
             ingested = instance.fetch_materializations(
@@ -178,7 +199,7 @@ def test_demo_runs_the_whole_graph_and_a_second_run_reuses_everything(small_conf
         assert site.metadata["status"].value == "up to date"
         # the same jobs on the same upstream versions are not trained again
         for asset in ("base_model", "model_go2k_v2", "model_export", "sliced_predictions", "model_report_card",
-                      "pseudo_labels"):
+                      "pseudo_labels", "roi_classifier", "crop_verifier", "dataset_helmet_hybrid"):
             rerun = instance.get_latest_materialization_event(dg.AssetKey(asset)).asset_materialization
             assert rerun.metadata["reused_version"].value is True, asset
             key = "count/frames" if asset in ("sliced_predictions", "model_report_card", "pseudo_labels") else "version"

@@ -26,9 +26,10 @@ def train_crop_classifier(
     store = lake.get()
     asset = asset_name(context)
     device = resolve_device(runtime.device)
+    run = context.run.root_run_id or context.run.run_id  # a retried run keeps its scratch folder
+    run_dir = store.home / SCRATCH / asset / (partition_of(context) or "") / run
     job = ClassifierJob(
-        recipe=recipe, crops=str(crops), classes=classes, eval_split=eval_split,
-        run_dir=str(store.home / SCRATCH / asset / (partition_of(context) or "") / (context.run.root_run_id or context.run.run_id)),
+        recipe=recipe, crops=str(crops), classes=classes, eval_split=eval_split, run_dir=str(run_dir),
         profile=settings.get().train_profile, device=device, threads=runtime.threads,
     )
     key = job.reuse_key(upstream)

@@ -5,6 +5,10 @@ A recipe source is either a lake dataset asset (``go2k_manual``, another ``datas
 arrives as the exact version Dagster recorded, or a settings key naming a YOLO folder
 (``base_dataset``). Recipes are read when the code location loads: reload it in the UI after
 adding or editing one.
+
+A ``labels: hybrid`` source makes its model asset an input: the model's full-image pass labels
+the source's images (in the ``gpu`` pool), and the version is reused while the recipe, the
+sources and the model version are unchanged.
 """
 
 from pathlib import Path
@@ -12,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 
 from hoban_pipelines.assets.labels import result_of
-from hoban_pipelines.assets.publishing import lake_output, publish
+from hoban_pipelines.assets.publishing import lake_output, publish, reused_version
 from hoban_pipelines.assets.run_config import config_class, parameters_of
 from hoban_pipelines.core.fingerprints import fingerprint_folder
 from hoban_pipelines.core.lake import LakeError, LakeHandle
@@ -21,9 +25,13 @@ from hoban_pipelines.core.yolo_format import read_yolo_dataset
 from hoban_pipelines.datasets import checks as dataset_checks
 from hoban_pipelines.datasets.grouping import Grouping
 from hoban_pipelines.datasets.mix import MIX_MANIFEST, MixParameters, build_mix
-from hoban_pipelines.datasets.recipes import RECIPE_MANIFEST, DatasetRecipe, SourceData, build_recipe
+from hoban_pipelines.datasets.recipes import (
+    RECIPE_MANIFEST, DatasetRecipe, ModelLabels, SourceData, SourceSpec, build_recipe,
+)
 from hoban_pipelines.datasets.split import SPLIT_MANIFEST, SplitParameters, build_split
-from hoban_pipelines.resources import LakeResource, SettingsResource
+from hoban_pipelines.evaluation.builds import full_image_labels
+from hoban_pipelines.resources import LakeResource, SettingsResource, YoloRuntime
+from hoban_pipelines.training.job import resolve_device
 
 class Go2kSplitConfig(dg.Config):
     val_fraction: float = SplitParameters.val_fraction
@@ -84,30 +92,57 @@ def _source(name: str, handles: dict[str, LakeHandle], lake: LakeResource, setti
     return SourceData(name, data.classes, data.images, data.boxes), fingerprint_folder(root, content=True).version
 
 
+def _model_labels(context: dg.AssetExecutionContext, spec: SourceSpec, source: SourceData, model: LakeHandle,
+                  lake: LakeResource, yolo: YoloRuntime) -> ModelLabels:
+    """The hybrid source's images labelled by its model's full-image pass."""
+    images = list(zip(source.images["image"].astype(str), source.images["path"].astype(str)))
+    context.log.info(f"{spec.name}: labelling {len(images)} images with {spec.model} {model.version}")
+    labelled, classes, about = full_image_labels(model.resolve(lake.get().home), images, conf_floor=spec.conf,
+                                                 device=resolve_device(yolo.device), threads=yolo.threads)
+    for warning in labelled.warnings:
+        context.log.warning(f"{spec.name}: {warning}")
+    return ModelLabels(classes, labelled.detections, {"model_version": model.version, **about})
+
+
 def recipe_asset(recipe: DatasetRecipe, recipe_file: Path) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinition]:
     asset_name = f"dataset_{recipe.name}"
     lake_sources = [s.name for s in recipe.sources if s.name not in FOLDER_SOURCES]
+    models = sorted({spec.model for spec in recipe.hybrid_sources})
 
     @dg.asset(
         name=asset_name,
         group_name="datasets",
-        kinds={"yolo", "parquet"},
-        code_version=f"2-{fingerprint_folder(recipe_file.parent, (recipe_file.name,), content=True).version[:8]}",
-        ins={name: dg.AssetIn(key=name) for name in lake_sources},
+        kinds={"yolo", "parquet", *(("pytorch",) if models else ())},
+        code_version=f"3-{fingerprint_folder(recipe_file.parent, (recipe_file.name,), content=True).version[:8]}",
+        ins={name: dg.AssetIn(key=name) for name in [*lake_sources, *models]},
         deps=[s.name for s in recipe.sources if s.name in FOLDER_SOURCES],
+        pool="gpu" if models else None,  # a hybrid source runs its model
         description=f"Built by the recipe {recipe_file.name}: remap, area filters, box quotas, backgrounds, "
-        "dedup, quick-experiment cap, grouped 7:2:1 split.",
+        "dedup, quick-experiment cap, grouped 7:2:1 split"
+        + (f"; hybrid labels by {', '.join(models)} where the model finds boxes." if models else "."),
     )
-    def _build(context: dg.AssetExecutionContext, lake: LakeResource, settings: SettingsResource, **handles: LakeHandle):
+    def _build(context: dg.AssetExecutionContext, lake: LakeResource, settings: SettingsResource, yolo: YoloRuntime,
+               **handles: LakeHandle):
         sources, upstream = [], {}
         for spec in recipe.sources:
             data, version = _source(spec.name, handles, lake, settings)
             sources.append(data)
             upstream[spec.name] = version
+        upstream.update({model: handles[model].version for model in models})
+        params = {"recipe_file": str(recipe_file), "grouping": recipe.grouping.as_params()}
+        labels = {}
+        if models:  # labelling is the cost: an unchanged recipe on unchanged inputs is not labelled again
+            key = {"code_version": context.assets_def.code_versions_by_key[context.asset_key], **upstream}
+            reused = reused_version(context, lake, key)
+            if reused:
+                return lake_output(reused)
+            params["reuse_key"] = key
+            by_name = {data.name: data for data in sources}
+            labels = {spec.name: _model_labels(context, spec, by_name[spec.name], handles[spec.model], lake, yolo)
+                      for spec in recipe.hybrid_sources}
         published = publish(
-            context, lake, lambda out: build_recipe(sources, recipe, out),
-            params={"recipe_file": str(recipe_file), "grouping": recipe.grouping.as_params()},
-            upstream=upstream, classes=recipe.classes,
+            context, lake, lambda out: build_recipe(sources, recipe, out, labels),
+            params=params, upstream=upstream, classes=recipe.classes,
         )
         return lake_output(published)
 

@@ -17,6 +17,11 @@ This is the team's way of building training sets (seeds README, "dataset_buildin
    straddles two splits;
 10. write hard-linked images, new label files, ``./``-relative list files and manifests.
 
+A source may be labelled ``hybrid`` (the team's vehicle-damage workflow): a model labels its
+images first, and the source's own boxes fill in where the model found nothing (no model box
+overlaps them). Every box records its ``origin``, ``model`` or ``source``. The caller runs the
+model (the evaluation engine is a later stage) and hands its boxes in as ``ModelLabels``.
+
 Every step is counted in the report; shortfalls are returned as warnings for the caller to log.
 The source datasets' own train/val assignment is ignored: the recipe splits anew.
 """
@@ -44,6 +49,7 @@ from hoban_pipelines.core.yolo_format import (
 )
 from hoban_pipelines.datasets.grouping import Grouping, leakage_links
 from hoban_pipelines.datasets.split import grouped_stratified_split
+from hoban_pipelines.labels.cleaning import pairwise_iou
 
 SAMPLES_PER_CLASS = 3  # plus as many backgrounds
 SAMPLE_TILE_WIDTH = 480  # px: keeps the PNG small enough to embed in Dagster metadata
@@ -56,6 +62,8 @@ RESERVED_FOLDER = "images"
 
 
 RECIPE_MANIFEST = "images.parquet"  # under manifests/, beside boxes.parquet
+SOURCE_LABELS, HYBRID_LABELS = "source", "hybrid"  # a source's labels: its own, or the model's first
+ORIGIN_MODEL, ORIGIN_SOURCE = "model", "source"  # where a box of a build came from
 
 
 class RecipeError(ValueError):
@@ -68,10 +76,20 @@ class SourceSpec:
 
     ``remap``: source class name -> target class name, or None to drop it. Classes not in
     ``remap`` keep their name when it is a target class and are dropped (and counted) otherwise.
+    ``labels: hybrid``: the ``model`` asset's boxes scoring ``conf`` or more, and the source's
+    boxes that no model box overlaps at IoU ``match_iou`` or more (whatever the classes).
     """
 
     name: str
     remap: dict[str, str | None] = field(default_factory=dict)
+    labels: str = SOURCE_LABELS
+    model: str | None = None
+    conf: float = 0.5
+    match_iou: float = 0.5
+
+    @property
+    def hybrid(self) -> bool:
+        return self.labels == HYBRID_LABELS
 
 
 @dataclass(frozen=True)
@@ -101,6 +119,17 @@ class SourceData:
         except FileNotFoundError as exc:
             raise RecipeError(f"source {name!r}: {root} has no {Path(exc.filename).name} under manifests/") from None
         return cls(name, classes, images.assign(path=[str(root / p) for p in images["path"]]), boxes)
+
+
+@dataclass(frozen=True)
+class ModelLabels:
+    """A model's boxes on a hybrid source's images: ``boxes`` has image (the source's image name),
+    cls (index into ``classes``, the model's class names), score, x1 y1 x2 y2 in pixels;
+    ``about`` says which model version made them, recorded in the build's report."""
+
+    classes: list[str]
+    boxes: pd.DataFrame
+    about: dict[str, Any] = field(default_factory=dict)
 
 
 def _is_number(value: Any) -> bool:
@@ -134,6 +163,10 @@ class DatasetRecipe:
     @property
     def grouping(self) -> Grouping:
         return Grouping(self.burst_seconds, self.group_similarity)
+
+    @property
+    def hybrid_sources(self) -> list[SourceSpec]:
+        return [spec for spec in self.sources if spec.hybrid]
 
     def __post_init__(self) -> None:
         for field_name, problem in self._problems():
@@ -203,6 +236,7 @@ class DatasetRecipe:
             if unknown:
                 yield "sources", (f"{spec.name}: remap targets {unknown} are not among the recipe's classes "
                                   f"{self.classes} (use null to drop a class)")
+            yield from (("sources", f"{spec.name}: {problem}") for problem in _labelling_problems(spec))
 
     def _split_problems(self) -> Iterator[tuple[str, str]]:
         splits = self.splits
@@ -246,8 +280,24 @@ class DatasetRecipe:
             raise RecipeError(f"{path}: {exc}") from None
 
 
+def _labelling_problems(spec: SourceSpec) -> Iterator[str]:
+    if spec.labels not in (SOURCE_LABELS, HYBRID_LABELS):
+        yield f"labels must be {SOURCE_LABELS!r} or {HYBRID_LABELS!r}, got {spec.labels!r}"
+    elif spec.hybrid and (not isinstance(spec.model, str) or not spec.model):
+        yield "labels: hybrid needs model: the model asset that labels the source first, e.g. model_go2k_v2"
+    elif not spec.hybrid and spec.model is not None:
+        yield f"model {spec.model!r} labels a source only with labels: hybrid"
+    if not _is_number(spec.conf) or not 0 < spec.conf < 1:
+        yield f"conf must be a confidence in (0, 1), got {spec.conf!r}"
+    if not _is_number(spec.match_iou) or not 0 < spec.match_iou <= 1:
+        yield f"match_iou must be an IoU in (0, 1], got {spec.match_iou!r}"
+
+
+SOURCE_KEYS = ("name", "remap", "labels", "model", "conf", "match_iou")
+
+
 def _source_specs(raw: Any) -> list[SourceSpec]:
-    """``sources`` entries: a source name, or a mapping with name and remap."""
+    """``sources`` entries: a source name, or a mapping with name, remap and how it is labelled."""
     if not isinstance(raw, list) or not raw:
         raise RecipeError(f"sources: must list at least one source (a name, or name + remap), got {raw!r}")
     specs = []
@@ -257,11 +307,64 @@ def _source_specs(raw: Any) -> list[SourceSpec]:
             continue
         if not isinstance(entry, dict) or "name" not in entry:
             raise RecipeError(f"sources: each entry is a source name or a mapping with 'name', got {entry!r}")
-        extra = sorted(set(entry) - {"name", "remap"})
+        extra = sorted(set(entry) - set(SOURCE_KEYS))
         if extra:
-            raise RecipeError(f"sources: {entry['name']}: unknown key(s) {extra}; a source has name and remap")
-        specs.append(SourceSpec(entry["name"], entry.get("remap") or {}))
+            raise RecipeError(f"sources: {entry['name']}: unknown key(s) {extra}; a source has {list(SOURCE_KEYS)}")
+        specs.append(SourceSpec(**{**entry, "remap": entry.get("remap") or {}}))
     return specs
+
+
+# --------------------------------------------------------------------------- step 0: hybrid labels
+
+
+def hybrid_source(source: SourceData, labels: ModelLabels, spec: SourceSpec) -> tuple[SourceData, dict[str, Any]]:
+    """``source`` with the boxes ``spec`` asks for: the model's boxes scoring ``spec.conf`` or more
+    (clipped to the image), and the source's boxes no model box overlaps at IoU ``spec.match_iou``
+    or more. Model classes are matched to the source's by name; boxes gain ``origin`` and
+    ``score`` (NaN for the source's own)."""
+    unknown = [name for name in labels.classes if name not in source.classes]
+    if unknown:
+        raise RecipeError(
+            f"source {spec.name!r}: the model {spec.model} predicts classes {unknown} that the source does not have "
+            f"(model classes {labels.classes}, source classes {source.classes}); label it with a model of its classes"
+        )
+    missing = [c for c in ("image", "cls", "score", "x1", "y1", "x2", "y2") if c not in labels.boxes.columns]
+    if missing:
+        raise RecipeError(f"source {spec.name!r}: the model's boxes lack columns {missing}")
+    sizes = source.images.set_index(source.images["image"].astype(str))[["width", "height"]]
+    predicted = labels.boxes[labels.boxes["image"].astype(str).isin(sizes.index)]
+    predicted = predicted[predicted["score"].to_numpy(np.float64) >= spec.conf]
+    width = predicted["image"].astype(str).map(sizes["width"]).to_numpy(np.float64)
+    height = predicted["image"].astype(str).map(sizes["height"]).to_numpy(np.float64)
+    model = pd.DataFrame({
+        "image": predicted["image"].astype(str).to_numpy(),
+        "cls": [source.classes.index(labels.classes[c]) for c in predicted["cls"].astype(int)],
+        "x1": np.clip(predicted["x1"].to_numpy(np.float64), 0, width),
+        "y1": np.clip(predicted["y1"].to_numpy(np.float64), 0, height),
+        "x2": np.clip(predicted["x2"].to_numpy(np.float64), 0, width),
+        "y2": np.clip(predicted["y2"].to_numpy(np.float64), 0, height),
+        "img_w": width, "img_h": height, "origin": ORIGIN_MODEL,
+        "score": predicted["score"].to_numpy(np.float64),
+    })
+    model = model[(model["x2"] > model["x1"]) & (model["y2"] > model["y1"])]
+    own = source.boxes.assign(image=source.boxes["image"].astype(str), origin=ORIGIN_SOURCE, score=np.nan)
+    covered = np.zeros(len(own), dtype=bool)
+    model_by_image = {image: group[["x1", "y1", "x2", "y2"]].to_numpy() for image, group in model.groupby("image")}
+    for image, rows in own.groupby("image").indices.items():
+        if image in model_by_image:
+            boxes = own.iloc[rows][["x1", "y1", "x2", "y2"]].to_numpy(np.float64)
+            covered[rows] = (pairwise_iou(boxes, model_by_image[image]) >= spec.match_iou).any(axis=1)
+    kept = own[~covered]
+    boxes = pd.concat([model.astype({"cls": int}), kept[list(model.columns)]], ignore_index=True)
+    with_model = set(model["image"])
+    counts = {
+        "model": spec.model, **labels.about, "conf": spec.conf, "match_iou": spec.match_iou,
+        "model_boxes": len(model), "source_boxes": len(own), "source_boxes_kept": len(kept),
+        "source_boxes_replaced": int(covered.sum()),
+        "images_labelled_by_model": len(with_model),
+        "images_from_source_only": int(own.loc[~own["image"].isin(with_model), "image"].nunique()),
+    }
+    return SourceData(source.name, source.classes, source.images, boxes), counts
 
 
 # --------------------------------------------------------------------------- step 1: remap
@@ -371,10 +474,13 @@ def _remap_sources(sources: list[SourceData], recipe: DatasetRecipe, warnings: l
         images["source_boxes"] = images["source_image"].map(box_counts).fillna(0).astype(int)
         target = source.boxes["cls"].map(dict(enumerate(mapping)))
         dropped = source.boxes.loc[target.isna(), "cls"].map(dict(enumerate(source.classes))).value_counts()
-        kept = source.boxes.loc[target.notna(), list(REQUIRED_BOX_COLUMNS)].assign(
+        carried = [*REQUIRED_BOX_COLUMNS, *(c for c in ("origin", "score") if c in source.boxes)]
+        kept = source.boxes.loc[target.notna(), carried].assign(
             source=spec.name, cls=target[target.notna()].astype(int),
             image=lambda frame: frame["image"].astype(str).map(names),
         )
+        if "origin" not in kept:
+            kept = kept.assign(origin=ORIGIN_SOURCE, score=np.nan)
         image_frames.append(images)
         box_frames.append(kept)
         counts[spec.name] = {
@@ -655,11 +761,36 @@ def _pairs_within(pairs: list[tuple[int, int, float]], chosen: np.ndarray, pool_
     return [(int(position[i]), int(position[j]), s) for i, j, s in pairs if position[i] >= 0 and position[j] >= 0]
 
 
-def build_recipe(sources: list[SourceData], recipe: DatasetRecipe, out_dir: Path) -> BuildReport:
-    """Build ``recipe`` from ``sources`` into ``out_dir`` (an empty folder the caller publishes)."""
+def _label_hybrid_sources(sources: list[SourceData], recipe: DatasetRecipe,
+                          model_labels: dict[str, ModelLabels]) -> tuple[list[SourceData], dict[str, Any]]:
+    """Step 0: each hybrid source with the model's boxes and its own where the model found none."""
+    specs = {spec.name: spec for spec in recipe.hybrid_sources}
+    unlabelled = sorted(set(specs) - set(model_labels))
+    if unlabelled:
+        raise RecipeError(f"recipe {recipe.name!r}: hybrid source(s) {unlabelled} come without the model's boxes")
+    labelled, counts = [], {}
+    for source in sources:
+        if source.name in specs:
+            _check_source(source)
+            source, counts[source.name] = hybrid_source(source, model_labels[source.name], specs[source.name])
+        labelled.append(source)
+    return labelled, counts
+
+
+def _boxes_by_origin(boxes: pd.DataFrame, classes: list[str]) -> dict[str, dict[str, int]]:
+    return {origin: {c: int((group["cls"] == i).sum()) for i, c in enumerate(classes)}
+            for origin, group in boxes.groupby("origin")}
+
+
+def build_recipe(sources: list[SourceData], recipe: DatasetRecipe, out_dir: Path,
+                 model_labels: dict[str, ModelLabels] | None = None) -> BuildReport:
+    """Build ``recipe`` from ``sources`` into ``out_dir`` (an empty folder the caller publishes);
+    ``model_labels``: the model's boxes for each hybrid source, by source name."""
     out_dir = Path(out_dir)
     warnings: list[str] = []
     counts: dict[str, Any] = {}
+    if recipe.hybrid_sources:
+        sources, counts["hybrid"] = _label_hybrid_sources(sources, recipe, model_labels or {})
     images, boxes, counts["remap"] = _remap_sources(sources, recipe, warnings)
     images, boxes, removed, counts["area_filter"] = _area_filter(images, boxes, recipe, warnings)
 
@@ -708,7 +839,8 @@ def build_recipe(sources: list[SourceData], recipe: DatasetRecipe, out_dir: Path
     removed_from_final = removed[removed["image"].isin(final["image"])]
     counts["write"] = _write(out_dir, final, final_boxes, removed_from_final, outliers, recipe)
     counts["final"] = {"images": len(final), "backgrounds": int(final["background"].sum()),
-                       "boxes": {c: int(final[f"boxes_{c}"].sum()) for c in recipe.classes}}
+                       "boxes": {c: int(final[f"boxes_{c}"].sum()) for c in recipe.classes},
+                       "boxes_by_origin": _boxes_by_origin(final_boxes, recipe.classes)}
     (out_dir / "report.json").write_text(json.dumps(
         {"recipe": asdict(recipe), "counts": counts, "warnings": warnings, "per_split": per_split}, indent=2, default=str,
     ), encoding="utf-8")
@@ -718,6 +850,10 @@ def build_recipe(sources: list[SourceData], recipe: DatasetRecipe, out_dir: Path
         counts={f"{split}_images": row["images"] for split, row in per_split.items()},
         details={
             "splits": Table(rows, ["split", "images", "backgrounds", *[f"boxes_{c}" for c in recipe.classes]]),
+            "boxes_by_origin": Table(
+                [{"origin": origin, **{f"boxes_{c}": n for c, n in by_class.items()}}
+                 for origin, by_class in counts["final"]["boxes_by_origin"].items()],
+                ["origin", *[f"boxes_{c}" for c in recipe.classes]]),
             "steps": counts,
             "box_sizes": Picture("plots/box_sizes.png", "box heights"),
             "samples": Picture("plots/samples.png", "samples"),

@@ -18,7 +18,8 @@ import pandas as pd
 from hoban_pipelines.core.report import BuildReport, Picture, Table
 from hoban_pipelines.evaluation import report, sweeps, verifier
 from hoban_pipelines.evaluation.engine import (
-    BACKENDS, Detector, EvaluationError, InferenceSettings, load_onnx_detector, load_torch_detector, run_pass,
+    BACKENDS, Detector, EvaluationError, InferenceSettings, PassResult, load_onnx_detector, load_torch_detector,
+    run_pass,
 )
 from hoban_pipelines.evaluation.export import ONNX_FILE
 from hoban_pipelines.evaluation.gate import Gate
@@ -83,6 +84,20 @@ def load_detector(backend: str, model_version: Path, export_version: Path | None
         return load_onnx_detector(Path(export_version) / ONNX_FILE, source_sha256=file_sha256(weights),
                                   device=device, threads=threads)
     raise EvaluationError(f"unknown backend {backend!r}; use one of {list(BACKENDS)}")
+
+
+def full_image_labels(model_version: Path, images: list[tuple[str, Path]], *, conf_floor: float,
+                      device: str = "cpu", threads: int = 0) -> tuple[PassResult, list[str], dict[str, Any]]:
+    """A checkpoint version's full-image pass over ``images`` at the scale it scored whole frames
+    in training: what labels a hybrid dataset source. Its boxes, the model's classes and what
+    made them (size, speed) for the dataset's record."""
+    detector = load_torch_detector(Path(model_version) / BEST_WEIGHTS, device, threads)
+    settings = model_defaults(model_version, conf_floor=conf_floor)
+    labelled = run_pass(detector, images, settings, full_image=True)
+    readable = int((labelled.frames["width"] > 0).sum())
+    about = {"imgsz": settings.full_imgsz, "device": detector.device_name, "images": readable,
+             "ms_per_image": round(1000 * labelled.seconds / readable, 1) if readable else None}
+    return labelled, detector.names, about
 
 
 def build_sliced_predictions(detector: Detector, data: EvaluationSet, settings: InferenceSettings, out_dir: Path,
