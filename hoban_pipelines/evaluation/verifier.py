@@ -12,7 +12,7 @@ seeded hash of their names: crops of the *fit* half train the verifier, the *hel
 crops score it (its val split), and ``gate_sweep`` compares the verifier with the full-image gate
 on the held-out frames only, every row on the same frames.
 
-The gate (``verifier_keep``) keeps a detection when the verifier's probability of the
+The verifier's gate keeps a detection when the verifier's probability of the
 detection's own class reaches a threshold; a person seen with the wrong helmet class is dropped
 too, as it would be a false positive of that class.
 """
@@ -34,11 +34,10 @@ from hoban_pipelines.core.pictures import contact_sheet
 from hoban_pipelines.core.report import BuildReport, Picture, Table
 from hoban_pipelines.core.yolo_format import TRAIN
 from hoban_pipelines.evaluation.engine import EvaluationError
-from hoban_pipelines.evaluation.metrics import box_iou
+from hoban_pipelines.evaluation.metrics import box_iou, score_subsets
 from hoban_pipelines.evaluation.postprocess import postprocess_frames
 from hoban_pipelines.evaluation.predictions import evaluation_set
 from hoban_pipelines.evaluation.gate import Gate, gate_mask
-from hoban_pipelines.evaluation.metrics import score_subsets
 from hoban_pipelines.evaluation.sweeps import TEAM_GATE, TEAM_POSTPROCESS, Setting, at_conf
 from hoban_pipelines.training.classifier import Classifier, classify_crops
 
@@ -190,7 +189,10 @@ def build_verifier_crops(dataset: Path, evaluation, out_dir: Path,
                         [cv2.IMWRITE_JPEG_QUALITY, 95])
             rows.append({"image": image, "split": split, "label": label, "origin": origin, "x1": box[0], "y1": box[1],
                          "x2": box[2], "y2": box[3], "path": relative})
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=["image", "split", "label", "origin", "x1", "y1", "x2", "y2", "path"])
+    if not (table["label"] == BACKGROUND).any() or not (table["split"] == FIT).any():
+        raise EvaluationError(f"{dataset}: no background or no training crops ({len(table)} crops in all): "
+                              "the verifier cannot be trained")
     table.to_parquet(out_dir / CROPS_TABLE, index=False)
     (out_dir / RECORD_FILE).write_text(json.dumps({
         "classes": names, "held_out_frames": scored, "settings": settings.as_dict(),
@@ -209,8 +211,6 @@ def build_verifier_crops(dataset: Path, evaluation, out_dir: Path,
             "held_out": f"{len(scored)} of {len(evaluation.frames)} evaluation frames score the verifier and its gate",
         },
     )
-    if not (table["label"] == BACKGROUND).any() or not (table["split"] == FIT).any():
-        raise EvaluationError("no background or no training crops: the verifier cannot be trained")
     for label in names:
         shown = table[(table["label"] == label) & (table["split"] == FIT)]
         if len(shown):

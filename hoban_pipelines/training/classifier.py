@@ -16,8 +16,8 @@ as the team's ResNet-18 had none either), not torchvision's ResNet-18. The reaso
 Facts about ultralytics 8.4 relied on (read from its source): a classification dataset is a
 folder with ``train`` and ``val`` subfolders of class folders; the class names are the sorted
 folder names under ``train`` (every split is aligned to them by name); its eval transform
-resizes the shorter side to ``imgsz`` and centre-crops (``classify_crops`` does the same), with
-inputs in [0, 1] RGB and no mean/std normalisation.
+(``classify_transforms``, which ``classify_crops`` calls) resizes the shorter side to ``imgsz``
+and centre-crops, with inputs in [0, 1] RGB and no mean/std normalisation.
 """
 
 from __future__ import annotations
@@ -168,27 +168,29 @@ def load_classifier(weights: Path, device: str = "cpu") -> Classifier:
     return Classifier(model, [str(model.names[i]) for i in sorted(model.names)], int(imgsz), device)
 
 
-def _input(crop: np.ndarray, imgsz: int) -> np.ndarray:
-    """ultralytics' classify eval transform on a BGR crop: shorter side to ``imgsz``, centre crop, RGB in [0, 1]."""
-    height, width = crop.shape[:2]
-    scale = imgsz / min(height, width)
-    resized = cv2.resize(crop, (max(imgsz, round(width * scale)), max(imgsz, round(height * scale))),
-                         interpolation=cv2.INTER_LINEAR)
-    top, left = (resized.shape[0] - imgsz) // 2, (resized.shape[1] - imgsz) // 2
-    return resized[top:top + imgsz, left:left + imgsz, ::-1].transpose(2, 0, 1).astype(np.float32) / 255.0
+def _eval_transform(imgsz: int):
+    """ultralytics' own classify eval transform (PIL resize of the shorter side with antialiasing,
+    centre crop, RGB in [0, 1]): a hand-made copy drifts by a pixel on fractional sizes and
+    aliases when it shrinks, which the classifier never saw in training."""
+    from ultralytics.data.augment import classify_transforms
+
+    return classify_transforms(imgsz)
 
 
 def classify_crops(classifier: Classifier, crops: Sequence[np.ndarray], batch: int = PREDICT_BATCH) -> np.ndarray:
     """Class probabilities (N x classes) of BGR crops."""
     import torch
+    from PIL import Image
 
     if not len(crops):
         return np.zeros((0, len(classifier.classes)), np.float32)
+    transform = _eval_transform(classifier.imgsz)
     device = next(classifier.model.parameters()).device
     out = []
     with torch.inference_mode():
         for start in range(0, len(crops), batch):
-            tensor = torch.from_numpy(np.stack([_input(c, classifier.imgsz) for c in crops[start:start + batch]]))
+            tensor = torch.stack([transform(Image.fromarray(np.ascontiguousarray(c[..., ::-1])))
+                                  for c in crops[start:start + batch]])
             logits = classifier.model(tensor.to(device))
             logits = logits[0] if isinstance(logits, (list, tuple)) else logits
             # ultralytics' classify head returns softmax probabilities in eval mode
