@@ -47,9 +47,6 @@ def roi_crops(context: dg.AssetExecutionContext, config: RoiCropsConfig, lake: L
     real crops for test; crops.parquet, counts per rule and a contact sheet per label."""
     folder = settings.get().require("roi_videos", "folder of ROI videos with their JSON specs")
     videos = read_roi_videos(folder)
-    for unopened in videos.unopened:
-        context.log.warning(f"{unopened.spec_path}: {unopened.video_path} cannot be opened ({unopened.reason}); "
-                            "its crops are left out, the other videos go on")
     ratios = {"false": config.ratio_false, "true": config.ratio_true, "unknown": config.ratio_unknown}
     params = config.model_dump()
     return lake_output(publish(

@@ -43,7 +43,7 @@ class RoiVideoPlan:
 
 
 PLANS = {
-    "demo": (RoiVideoPlan("simulation", "sim_gate_a", 420), RoiVideoPlan("simulation", "sim_gate_b", 420),
+    "demo": (RoiVideoPlan("simulation", "sim_gate_a", 520), RoiVideoPlan("simulation", "sim_gate_b", 520),
              RoiVideoPlan("real", "real_gate_a", 300), RoiVideoPlan("real", "real_gate_b", 300)),
     "small": (RoiVideoPlan("simulation", "sim_gate_a", 150), RoiVideoPlan("real", "real_gate_a", 120)),
 }

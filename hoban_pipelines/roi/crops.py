@@ -8,7 +8,7 @@ are held. Each frame's crop goes through, in order:
 2. cooldown: within ``COOLDOWN_FRAMES`` after the previous kept crop of this ROI;
 3. motion: grayscale mean absolute difference to the previous kept crop < ``MIN_MOTION_MAD``;
 4. near-duplicate: 8x8 average hash within ``MAX_HASH_DISTANCE`` bits of any kept crop of this
-   video and ROI.
+   video, whichever ROI it came from.
 
 Crops that pass are candidates ("kept" in the stream: the next frame is compared with them),
 staged as JPEG on disk. Per label the candidates are then sampled to the quota (``target`` x
@@ -155,7 +155,9 @@ def stream_candidates(
                     sample.dropped["no_motion"] += 1
                     continue
                 crop_hash = average_hash(gray)
-                if any(hamming(crop_hash, kept.ahash) <= max_hash_distance for kept in sample.candidates):
+                # near-duplicates across the video's ROIs too: two zones of one camera can show the same ground
+                kept_hashes = (kept.ahash for other in samples for kept in other.candidates)
+                if any(hamming(crop_hash, kept) <= max_hash_distance for kept in kept_hashes):
                     sample.dropped["near_duplicate"] += 1
                     continue
                 staged = staging / f"{video.name}_roi{index}_{frame_index:06d}.jpg"

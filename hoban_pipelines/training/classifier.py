@@ -290,9 +290,10 @@ def classifier_report(version: Path) -> BuildReport:
             details[f"val/{metric}/{row['class']}"] = float(row[metric])
     details.update({
         "per_class": Table(summary["per_class"], ["class", "support", "precision", "recall", "f1"]),
-        "confusion_matrix": Table([{"true": name, **dict(zip(summary["classes"], row))}
+        # rows: the true class; the column is named so that no class (the ROI's "true") can clash with it
+        "confusion_matrix": Table([{"true class": name, **{f"predicted {c}": n for c, n in zip(summary["classes"], row)}}
                                    for name, row in zip(summary["classes"], summary["confusion"])],
-                                  ["true", *summary["classes"]]),
+                                  ["true class", *(f"predicted {c}" for c in summary["classes"])]),
         "scored_on": f"{summary['eval_split']} split, {summary['images']} crops",
         "train_crops": summary["train_counts"],
         "misclassified_count": len(summary["misclassified"]),
