@@ -9,11 +9,12 @@ functions.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import pandas as pd
+from PIL import Image
 
 from hoban_pipelines.core.report import BuildReport, Picture, Table
 from hoban_pipelines.evaluation import report, sweeps, verifier
@@ -88,16 +89,42 @@ def load_detector(backend: str, model_version: Path, export_version: Path | None
 
 def full_image_labels(model_version: Path, images: list[tuple[str, Path]], *, conf_floor: float,
                       device: str = "cpu", threads: int = 0) -> tuple[PassResult, list[str], dict[str, Any]]:
-    """A checkpoint version's full-image pass over ``images`` at the scale it scored whole frames
-    in training: what labels a hybrid dataset source. Its boxes, the model's classes and what
-    made them (size, speed) for the dataset's record."""
+    """A checkpoint version's full-image pass over ``images``: what labels a hybrid dataset source.
+    Its boxes, the model's classes and what made them (sizes, speed) for the dataset's record.
+
+    Each image is seen at its own size (rounded up to the model's stride), up to the scale whole
+    frames were scored at in training, never enlarged: the model learned people at the pixel scale
+    of site frames, and enlarging a 640-px image to 1920 would both shift that scale and cost nine
+    times the work. Images of one size share a pass."""
     detector = load_torch_detector(Path(model_version) / BEST_WEIGHTS, device, threads)
     settings = model_defaults(model_version, conf_floor=conf_floor)
-    labelled = run_pass(detector, images, settings, full_image=True)
+    by_size: dict[int, list[tuple[str, Path]]] = {}
+    for name, path in images:
+        by_size.setdefault(_native_imgsz(Path(path), settings.full_imgsz, detector.stride), []).append((name, path))
+    passes = [run_pass(detector, group, replace(settings, full_imgsz=size), full_image=True)
+              for size, group in sorted(by_size.items())]
+    if not passes:
+        passes = [run_pass(detector, [], settings, full_image=True)]
+    labelled = PassResult(pd.concat([p.detections for p in passes], ignore_index=True),
+                          pd.concat([p.frames for p in passes], ignore_index=True),
+                          sum(p.seconds for p in passes), [w for p in passes for w in p.warnings])
     readable = int((labelled.frames["width"] > 0).sum())
-    about = {"imgsz": settings.full_imgsz, "device": detector.device_name, "images": readable,
+    about = {"images_by_imgsz": {str(size): len(group) for size, group in sorted(by_size.items())},
+             "max_imgsz": settings.full_imgsz,
+             "device": detector.device_name, "images": readable,
              "ms_per_image": round(1000 * labelled.seconds / readable, 1) if readable else None}
     return labelled, detector.names, about
+
+
+def _native_imgsz(path: Path, largest: int, stride: int) -> int:
+    """The inference size that shows ``path`` at its own scale: its longer side rounded up to
+    ``stride``, at most ``largest``. An unreadable header gets ``largest`` (the pass reports it)."""
+    try:
+        with Image.open(path) as image:
+            longer = max(image.size)
+    except (OSError, ValueError):
+        return largest
+    return min(largest, -(-longer // stride) * stride)
 
 
 def build_sliced_predictions(detector: Detector, data: EvaluationSet, settings: InferenceSettings, out_dir: Path,
