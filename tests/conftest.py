@@ -14,6 +14,16 @@ from deployment_support import postgres_server, team_deployment  # noqa: F401
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+DEPLOYMENT_FIXTURES = {"team_deployment", "postgres_server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests on the team deployment run last, in their order: its daemon, webserver and code
+    server poll the whole time they live (a session fixture), and the tests after them would share
+    the two cores with them (the end-to-end demo test took 375 s behind them, 225 s alone)."""
+    items.sort(key=lambda item: bool(DEPLOYMENT_FIXTURES & set(getattr(item, "fixturenames", ()))))
+
+
 REPO = Path(__file__).resolve().parents[1]
 # real CVAT exports, read in place from the shared folder beside the checkout (as in CI)
 SAMPLES = REPO.parent / "shared" / "samples"

@@ -166,7 +166,7 @@ def worst_failures(detections: pd.DataFrame, truth: pd.DataFrame, frames: list[s
                    classes: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The most confident false positives and the largest missed people, with a label each."""
     matching = match(detections, truth, images=frames)
-    false = detections.join(matching.detections[["tp", "kind"]], rsuffix="_m")
+    false = detections.join(matching.detections[["tp", "kind"]])
     false = false[~false["tp"]].sort_values("score", ascending=False)
     false = false.assign(label=[f"{kind} {score:.2f}" for kind, score in zip(false["kind"], false["score"])])
     missed = truth[~matching.truth["matched"].to_numpy()].copy()
