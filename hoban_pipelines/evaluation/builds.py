@@ -102,9 +102,7 @@ def full_image_labels(model_version: Path, images: list[tuple[str, Path]], *, co
     for name, path in images:
         by_size.setdefault(_native_imgsz(Path(path), settings.full_imgsz, detector.stride), []).append((name, path))
     passes = [run_pass(detector, group, replace(settings, full_imgsz=size), full_image=True)
-              for size, group in sorted(by_size.items())]
-    if not passes:
-        passes = [run_pass(detector, [], settings, full_image=True)]
+              for size, group in sorted(by_size.items())] or [run_pass(detector, [], settings, full_image=True)]
     labelled = PassResult(pd.concat([p.detections for p in passes], ignore_index=True),
                           pd.concat([p.frames for p in passes], ignore_index=True),
                           sum(p.seconds for p in passes), [w for p in passes for w in p.warnings])
